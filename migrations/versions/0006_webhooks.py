@@ -1,0 +1,20 @@
+"""Webhook side tables (raw bodies, attempts, dead letters, worker heartbeat).
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+from __future__ import annotations
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # reserved: filled in by the issue that owns these tables
+
+
+def downgrade() -> None:
+    pass

@@ -1,0 +1,3 @@
+"""`salesarck` commands of the rewards domain (registered on import)."""
+
+from __future__ import annotations

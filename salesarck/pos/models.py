@@ -1,0 +1,5 @@
+"""Side tables of the pos domain (keyed by the seed's ids; added by their own revision)."""
+
+from __future__ import annotations
+
+from salesarck.db.base import Base  # noqa: F401
