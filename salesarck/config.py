@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     sync_lookback_hours: int = Field(default=72, ge=0, le=24 * 90, validation_alias="SALESARCK_SYNC_LOOKBACK_HOURS")
     sync_initial_days: int = Field(default=30, ge=1, le=3650, validation_alias="SALESARCK_SYNC_INITIAL_DAYS")
     worker_interval_seconds: int = Field(
-        default=300, ge=5, le=86400, validation_alias=AliasChoices("SALESARCK_WORKER_INTERVAL_SECONDS")
+        default=300, ge=5, le=86400, validation_alias="SALESARCK_WORKER_INTERVAL_SECONDS"
     )
 
     @field_validator("database_url", "direct_database_url", mode="before")

@@ -1,0 +1,5 @@
+"""`python -m salesarck` is the `salesarck` command."""
+
+from salesarck.cli import main
+
+main()
