@@ -129,10 +129,24 @@ class Settings(BaseSettings):
         return url.port == POOLER_PORT
 
 
+LOCAL_ENV_FILE = "salesarck.env"
+
+
+def local_env_file(home: Path) -> Path:
+    """`$SALESARCK_HOME/salesarck.env`: local settings (the demo writes its fake POS URLs and keys here).
+
+    The environment always wins over this file, so production configuration never depends on it.
+    """
+    return home / LOCAL_ENV_FILE
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, turning validation failures into one clear line."""
+    """Read settings from the environment (then `$SALESARCK_HOME/salesarck.env`), one clear line on error."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
+        env_file = local_env_file(settings.home)
+        if env_file.is_file():
+            settings = Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type, call-arg]
         # validate URLs eagerly so a bad DATABASE_URL fails at start-up, not at first query
         _ = settings.runtime_url, settings.migration_url
         return settings

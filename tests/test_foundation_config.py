@@ -90,3 +90,14 @@ def test_parse_time(text: str, expected: str) -> None:
 def test_parse_time_refuses(text: str) -> None:
     with pytest.raises(Exception, match="offset|not a valid|RFC 3339|too long"):
         parse_time(text)
+
+
+def test_local_env_file_in_home_is_read_but_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SALESARCK_HOME", str(tmp_path))
+    (tmp_path / "salesarck.env").write_text(
+        "SALESARCK_SQUARE_BASE_URL=http://127.0.0.1:8701\nSALESARCK_LOCAL_USER=demo@x.test\n"
+    )
+    monkeypatch.setenv("SALESARCK_LOCAL_USER", "env@x.test")
+    s = load_settings()
+    assert s.square_base_url == "http://127.0.0.1:8701"
+    assert s.local_user == "env@x.test"
