@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     direct_database_url: SecretStr | None = Field(default=None, validation_alias="DIRECT_DATABASE_URL")
     home: Path = Field(default_factory=default_home, validation_alias="SALESARCK_HOME")
     db_pooler: Literal["auto", "on", "off"] = Field(default="auto", validation_alias="SALESARCK_DB_POOLER")
-    runtime_role: str | None = Field(default=None, validation_alias="SALESARCK_RUNTIME_ROLE")
+    runtime_role: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$", validation_alias="SALESARCK_RUNTIME_ROLE"
+    )
 
     # --- identity ---------------------------------------------------------------------------
     local_user: str = Field(default="admin@demo.salesarck.test", validation_alias="SALESARCK_LOCAL_USER")

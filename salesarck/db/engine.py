@@ -27,8 +27,9 @@ def resolve_url(settings: Settings, *, for_migrations: bool = False) -> URL:
     return embedded_url(settings.home)
 
 
-def make_engine(url: URL, *, pooler: bool = False, echo: bool = False) -> Engine:
-    """An engine with the seed's client settings. `pooler` disables server-side prepared statements."""
+def make_engine(url: URL, *, pooler: bool = False, echo: bool = False, role: str | None = None) -> Engine:
+    """An engine with the seed's client settings. `pooler` disables server-side prepared statements;
+    `role` runs every session as that (least-privilege) role."""
     connect_args: dict[str, object] = {
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "application_name": "salesarck",
@@ -39,7 +40,7 @@ def make_engine(url: URL, *, pooler: bool = False, echo: bool = False) -> Engine
         connect_args["prepare_threshold"] = None
     else:
         # `now()` defaults must store UTC in `timestamp without time zone` columns
-        connect_args["options"] = "-c TimeZone=UTC"
+        connect_args["options"] = "-c TimeZone=UTC" + (f" -c role={role}" if role else "")
     return sa.create_engine(
         url,
         pool_size=MAX_CONNECTIONS,
@@ -56,7 +57,8 @@ def engine_from_settings(settings: Settings | None = None, *, for_migrations: bo
     """Build the engine the CLI, app and notebooks use; checks it can connect."""
     settings = settings or load_settings()
     url = resolve_url(settings, for_migrations=for_migrations)
-    engine = make_engine(url, pooler=settings.uses_pooler(url))
+    role = None if for_migrations else settings.runtime_role
+    engine = make_engine(url, pooler=settings.uses_pooler(url), role=role)
     check_connection(engine)
     return engine
 

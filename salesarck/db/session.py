@@ -17,5 +17,7 @@ def open_engine(settings: Settings | None = None, *, auto_migrate: bool | None =
     if auto_migrate is None:
         auto_migrate = settings.runtime_url is None
     if auto_migrate and migrate.current_revision(engine) != migrate.head_revision():
-        migrate.upgrade(engine)
+        # migrate as the owner, not as a least-privilege runtime role
+        owner = engine_from_settings(settings, for_migrations=True) if settings.runtime_role else engine
+        migrate.upgrade(owner)
     return engine
