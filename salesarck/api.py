@@ -1,0 +1,326 @@
+"""The notebook API: `db = salesarck.connect()` and one-line DataFrames, DuckDB SQL and what-ifs.
+
+`connect()` opens the same database the app and CLI use (DATABASE_URL, else the embedded server),
+read-only by default: every pooled connection is put in READ ONLY mode by the database itself,
+so neither a method nor a stray `db.engine` query can write. With an `actor` (an email or an
+`Actor`), reads are scoped to that user's tenants exactly as in the app; actions need
+`readonly=False` and an actor, and go through the package's own (audited) functions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from salesarck import frames
+from salesarck.authz import Actor, load_actor
+from salesarck.errors import PermissionDenied, SchemaError, ValidationError
+
+if TYPE_CHECKING:
+    from salesarck.duck import DuckTables
+
+TimeLike = datetime | date | str | None
+
+
+def make_readonly(engine: Engine, *, pooler: bool) -> Engine:
+    """Make the database refuse writes on every connection of `engine`.
+
+    Direct connections get READ ONLY as their session default when they are opened; behind a
+    transaction pooler (session state does not survive there) every transaction is also started
+    READ ONLY. Writes then fail in PostgreSQL with "cannot execute ... in a read-only transaction".
+    """
+
+    @event.listens_for(engine, "connect")
+    def _session_read_only(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("set session characteristics as transaction read only")
+                cur.execute("set default_transaction_read_only = on")
+        finally:
+            dbapi_conn.autocommit = autocommit
+
+    if pooler:
+
+        @event.listens_for(engine, "begin")
+        def _transaction_read_only(conn: Connection) -> None:
+            conn.exec_driver_sql("set transaction read only")
+
+    return engine
+
+
+def _open_engine(url: str | URL | None, *, readonly: bool) -> Engine:
+    from salesarck.config import load_settings, normalize_database_url
+    from salesarck.db.engine import check_connection, make_engine, resolve_url
+
+    settings = load_settings()
+    if url is None:
+        resolved = resolve_url(settings)
+    elif isinstance(url, URL):
+        resolved = normalize_database_url(url.render_as_string(hide_password=False))
+    elif isinstance(url, str):
+        if len(url) > 4096:
+            raise ValidationError("the database URL is longer than 4096 characters")
+        resolved = normalize_database_url(url)
+    else:
+        raise ValidationError("url must be a database URL string such as postgresql://user@host/db")
+    pooler = settings.uses_pooler(resolved)
+    engine = make_engine(resolved, pooler=pooler)
+    if readonly:
+        make_readonly(engine, pooler=pooler)
+    check_connection(engine)
+    return engine
+
+
+def _check_schema(engine: Engine) -> None:
+    with engine.connect() as conn:
+        missing = [t for t in ("wallets", "wallet_ledger", "transactions") if not sa.inspect(conn).has_table(t)]
+    if missing:
+        raise SchemaError(
+            f"the database has no {', '.join(missing)} table; run `salesarck db upgrade` (and `salesarck demo seed`)"
+        )
+
+
+def connect(url: str | URL | None = None, actor: Actor | str | None = None, readonly: bool = True) -> SalesArck:
+    """Open the project's database for analysis.
+
+    `url`: a PostgreSQL URL; default DATABASE_URL, else the embedded database `make run` uses.
+    `actor`: an email or `Actor`; scopes every read to that user's tenants (as in the app).
+    `readonly`: True (default) makes the database refuse writes; False needs an actor.
+    """
+    if not isinstance(readonly, bool):
+        raise ValidationError("readonly must be True or False")
+    if not readonly and actor is None:
+        raise PermissionDenied("readonly=False needs an actor: connect(actor='you@example.com', readonly=False)")
+    if actor is not None and not isinstance(actor, Actor | str):
+        raise ValidationError("actor must be an email address or an Actor")
+    engine = _open_engine(url, readonly=readonly)
+    try:
+        _check_schema(engine)
+        resolved: Actor | None = None
+        if isinstance(actor, str):
+            with engine.connect() as conn:
+                resolved = load_actor(conn, actor)
+        elif isinstance(actor, Actor):
+            resolved = actor
+        if resolved is not None and not resolved.is_active:
+            raise PermissionDenied(f"{resolved} is not an active user")
+    except BaseException:
+        engine.dispose()
+        raise
+    return SalesArck(engine, actor=resolved, readonly=readonly)
+
+
+class SalesArck:
+    """An open analysis session: DataFrames, DuckDB SQL, reconciliation, timelines and what-ifs."""
+
+    def __init__(self, engine: Engine, *, actor: Actor | None = None, readonly: bool = True) -> None:
+        self.engine = engine
+        self.actor = actor
+        self.readonly = readonly
+        self._duck: DuckTables | None = None
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        who = f"actor={self.actor}" if self.actor else "no actor (database credentials are the boundary)"
+        mode = "read-only" if self.readonly else "read-write"
+        return f"<SalesArck {self.engine.url.render_as_string(hide_password=True)} {mode}, {who}>"
+
+    def close(self) -> None:
+        """Release the DuckDB tables and the database connections."""
+        if self._duck is not None:
+            self._duck.close()
+            self._duck = None
+        self.engine.dispose()
+
+    def __enter__(self) -> SalesArck:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, limit: int | None, all: bool) -> int | None:
+        if not isinstance(all, bool):
+            raise ValidationError("all must be True or False")
+        return None if all else limit
+
+    # -- row-level reads --------------------------------------------------------------------------
+
+    def tenants(self) -> pd.DataFrame:
+        """Tenants in scope, with their time zone."""
+        return frames.tenants(self.engine, actor=self.actor)
+
+    def wallets(
+        self,
+        tenant: object = None,
+        *,
+        user: object = None,
+        status: str | None = None,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Wallets with their snapshot balance."""
+        return frames.wallets(
+            self.engine, actor=self.actor, tenant=tenant, user=user, status=status, limit=self._rows(limit, all)
+        )
+
+    def ledger(
+        self,
+        wallet: object = None,
+        *,
+        tenant: object = None,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        running_balance: bool | None = None,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Ledger entries of one wallet or a tenant in [start, end); one wallet gets `balance_after`."""
+        return frames.ledger(
+            self.engine, actor=self.actor, wallet=wallet, tenant=tenant, start=start, end=end,
+            running_balance=running_balance, limit=self._rows(limit, all),
+        )
+
+    def transactions(
+        self,
+        tenant: object = None,
+        *,
+        user: object = None,
+        provider: str | None = None,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        line_items: bool = False,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Transactions in [start, end) by provider payment time."""
+        return frames.transactions(
+            self.engine, actor=self.actor, tenant=tenant, user=user, provider=provider, start=start, end=end,
+            line_items=line_items, limit=self._rows(limit, all),
+        )
+
+    def reward_events(
+        self,
+        tenant: object = None,
+        *,
+        wallet: object = None,
+        transaction: object = None,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Reward events in [start, end)."""
+        return frames.reward_events(
+            self.engine, actor=self.actor, tenant=tenant, wallet=wallet, transaction=transaction,
+            start=start, end=end, limit=self._rows(limit, all),
+        )
+
+    def rules(self, tenant: object = None) -> pd.DataFrame:
+        """Reward rule versions."""
+        return frames.rules(self.engine, actor=self.actor, tenant=tenant)
+
+    def audit(
+        self,
+        *,
+        tenant: object = None,
+        action: str | None = None,
+        actor_email: str | None = None,
+        target: object = None,
+        target_type: str | None = None,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Admin audit entries in [start, end)."""
+        return frames.audit(
+            self.engine, actor=self.actor, tenant=tenant, action=action, actor_email=actor_email, target=target,
+            target_type=target_type, start=start, end=end, limit=self._rows(limit, all),
+        )
+
+    def chunks(self, table: str, *, chunksize: int = frames.CHUNK_ROWS, **filters: Any) -> Iterator[pd.DataFrame]:
+        """Stream a large read as typed DataFrames of `chunksize` rows (flat memory).
+
+        `table`: "ledger", "transactions", "reward_events", "wallets" or "audit"; `filters` as for
+        the method of that name.
+        """
+        builders = {
+            "ledger": lambda: frames.ledger_query(self.engine, actor=self.actor, **filters),
+            "transactions": lambda: frames.transactions_query(actor=self.actor, **filters),
+            "reward_events": lambda: frames.reward_events_query(self.engine, actor=self.actor, **filters),
+            "wallets": lambda: frames.wallets_query(actor=self.actor, **filters),
+            "audit": lambda: frames.audit_query(actor=self.actor, **filters),
+        }
+        if table not in builders:
+            raise ValidationError(f"chunks() reads one of {', '.join(builders)}; got {str(table)[:40]!r}")
+        try:
+            query, spec = builders[table]()
+        except TypeError as exc:
+            raise ValidationError(f"unknown filter for {table}: {exc}") from None
+        return frames.iter_frames(self.engine, query, spec, chunksize=chunksize)
+
+    # -- DuckDB -----------------------------------------------------------------------------------
+
+    def duck(self, parquet_dir: str | Path | None = None) -> DuckTables:
+        """The DuckDB session behind `sql()` (tables load on first use and are cached)."""
+        from salesarck.duck import DuckTables
+
+        if parquet_dir is not None:
+            if self._duck is not None:
+                self._duck.close()
+            self._duck = DuckTables(self.engine, actor=self.actor, parquet_dir=parquet_dir)
+        elif self._duck is None:
+            self._duck = DuckTables(self.engine, actor=self.actor)
+        return self._duck
+
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run DuckDB SQL over the project's tables (by their schema names) and return a DataFrame."""
+        return self.duck().sql(query, params)
+
+    def refresh(self) -> None:
+        """Forget cached DuckDB tables, so the next `sql()` reads the database again."""
+        if self._duck is not None:
+            self._duck.refresh()
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def _require_actor(self) -> Actor:
+        if self.actor is None:
+            raise PermissionDenied("this action needs an actor: salesarck.connect(actor='you@example.com', ...)")
+        return self.actor
+
+    def _require_writable(self, what: str) -> Actor:
+        actor = self._require_actor()
+        if self.readonly:
+            raise PermissionDenied(f"{what} writes to the database; connect with readonly=False to do it")
+        return actor
+
+    def tenant_id(self, tenant: object) -> uuid.UUID:
+        """A tenant's id from its id or exact name, within the actor's scope."""
+        if isinstance(tenant, uuid.UUID):
+            return tenant
+        if not isinstance(tenant, str) or not tenant.strip() or len(tenant) > 200:
+            raise ValidationError("tenant must be a tenant id or its exact name")
+        try:
+            return uuid.UUID(tenant.strip())
+        except ValueError:
+            pass
+        found = self.tenants()
+        match = found[found["name"] == tenant.strip()]
+        if len(match) != 1:
+            raise ValidationError(f"no single tenant named {tenant.strip()[:80]!r} in your scope")
+        return uuid.UUID(str(match["tenant_id"].iloc[0]))
+
+
+Freq = Literal["h", "D", "W", "MS", "M", "ME"]
