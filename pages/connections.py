@@ -1,0 +1,10 @@
+"""Placeholder until the domain lands."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from salesarck.webapp.context import page_actor
+
+actor = page_actor("connections")
+st.title("connections")

@@ -1,0 +1,67 @@
+"""The app's one database engine (`st.cache_resource`) and cached, actor-scoped analytics reads."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+from sqlalchemy.engine import Engine
+
+from salesarck import analytics
+from salesarck.authz import Actor
+from salesarck.config import load_settings
+
+DATA_TTL_SECONDS = 60  # numbers on screen are at most a minute old; actions clear the cache at once
+
+
+def db_key() -> str:
+    """A stable, secret-free key for the configured database (cache keys never hold a password)."""
+    settings = load_settings()
+    url = settings.runtime_url
+    raw = url.render_as_string(hide_password=False) if url is not None else f"embedded:{settings.home}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+@st.cache_resource(show_spinner="Connecting to the database…")
+def _engine(key: str) -> Engine:
+    from salesarck.db.session import open_engine
+
+    return open_engine(load_settings())
+
+
+def get_engine() -> Engine:
+    """The engine for the configured database, built once per process and shared by every session."""
+    return _engine(db_key())
+
+
+def actor_key(actor: Actor) -> tuple[Any, ...]:
+    """Everything that decides what an actor sees, hashable, so cached reads never cross scopes."""
+    roles = tuple(sorted((str(t), r) for t, r in actor.tenant_roles.items()))
+    return (str(actor.user_id), actor.email, actor.role, actor.status, roles)
+
+
+def actor_from_key(key: tuple[Any, ...]) -> Actor:
+    user_id, email, role, status, roles = key
+    return Actor(uuid.UUID(user_id), email, role, status, {uuid.UUID(t): r for t, r in roles})
+
+
+@st.cache_data(ttl=DATA_TTL_SECONDS, show_spinner=False, max_entries=512)
+def _cached(key: str, who: tuple[Any, ...], fn_name: str, params: tuple[tuple[str, Any], ...]) -> Any:
+    fn: Callable[..., Any] = getattr(analytics, fn_name)
+    with _engine(key).connect() as conn:
+        return fn(conn, actor=actor_from_key(who), **dict(params))
+
+
+def query(actor: Actor, fn: Callable[..., Any], **params: Any) -> Any:
+    """Call an `analytics` read for `actor`, cached for a minute per database, actor and arguments."""
+    if getattr(analytics, fn.__name__, None) is not fn:
+        raise ValueError(f"{fn.__name__} is not a salesarck.analytics function")
+    return _cached(db_key(), actor_key(actor), fn.__name__, tuple(sorted(params.items())))
+
+
+def invalidate() -> None:
+    """Forget cached reads after an action changed data, so the next render shows it."""
+    _cached.clear()
