@@ -1,0 +1,1 @@
+"""POS webhooks: verification, the receiver service, raw storage and the processor."""
