@@ -173,21 +173,27 @@ def overview_kpis(conn: Connection, *, actor: Actor) -> dict[str, Any]:
         ),
         {"scope": scope},
     ).one()
-    backlog = conn.execute(
-        sa.text(
-            "select count(*), min(created_at) from pos_webhook_events_raw"
-            " where processed is not true and (cast(:scope as uuid[]) is null or tenant_id = any(cast(:scope as uuid[])))"
-        ),
-        {"scope": scope},
-    ).one()
+    backlog = webhook_backlog(conn, actor=actor, permission=Permission.VIEW_FINANCE)
     return {
         "tenants": int(row.tenants),
         "wallets": int(row.wallets),
         "points_outstanding": int(row.points_outstanding),
         "frozen_wallets": int(row.frozen_wallets),
-        "webhook_backlog": int(backlog[0]),
-        "webhook_backlog_oldest": backlog[1],
+        **backlog,
     }
+
+
+def webhook_backlog(conn: Connection, *, actor: Actor, permission: Permission = Permission.VIEW_SYNC) -> dict[str, Any]:
+    """Received webhook events not yet processed, and the oldest one's arrival time (naive UTC)."""
+    scope = tenant_filter(actor, permission)
+    row = conn.execute(
+        sa.text(
+            "select count(*), min(created_at) from pos_webhook_events_raw where processed is not true"
+            " and (cast(:scope as uuid[]) is null or tenant_id = any(cast(:scope as uuid[])))"
+        ),
+        {"scope": scope},
+    ).one()
+    return {"webhook_backlog": int(row[0]), "webhook_backlog_oldest": row[1]}
 
 
 def connections_status(conn: Connection, *, actor: Actor, permission: Permission = Permission.VIEW_SYNC) -> pd.DataFrame:

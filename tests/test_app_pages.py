@@ -81,11 +81,13 @@ def test_refused_users_see_a_polite_refusal_and_nothing_else(world: app_seed.Wor
     assert {"consumer": "customer accounts", "unknown": "could not find an account",
             "pending_approval": "waiting for an administrator", "suspended": "suspended"}[role] in message
     assert not at.metric and not at.dataframe and not at.get("plotly_chart")
-    # a crafted navigation to a page is refused too: the page is not registered for them
-    at.switch_page("pages/overview.py")
-    at.run()
-    assert not at.metric and not at.dataframe
-    assert "Overview" not in [t.value for t in at.title]
+    # no page is registered for them, and a page script run on its own refuses them as well
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("pages/overview.py")
+    direct = AppTest.from_file(str(ROOT / "pages/overview.py"), default_timeout=TIMEOUT)
+    direct.run()
+    assert not direct.exception and not direct.metric
+    assert [w.value for w in direct.warning] == ["You do not have access to Overview."]
 
 
 PAGE_MARKERS = {
@@ -100,16 +102,19 @@ PAGE_MARKERS = {
 def test_every_page_for_every_role(world: app_seed.World, monkeypatch: pytest.MonkeyPatch, role: str,
                                    spec: object) -> None:
     page = spec  # type: ignore[assignment]
-    at = run_as(monkeypatch, world.emails[role], page.path)  # type: ignore[attr-defined]
-    assert not at.exception, [e.value for e in at.exception]
-    titles = [t.value for t in at.title]
     if page.title in EXPECTED[role]:  # type: ignore[attr-defined]
+        at = run_as(monkeypatch, world.emails[role], page.path)  # type: ignore[attr-defined]
         assert_clean(at)
-        assert titles == [PAGE_MARKERS[page.key]]  # type: ignore[attr-defined]
+        assert [t.value for t in at.title] == [PAGE_MARKERS[page.key]]  # type: ignore[attr-defined]
     else:
-        # not registered for this role: Streamlit falls back to the role's first page
-        assert PAGE_MARKERS[page.key] not in titles  # type: ignore[attr-defined]
-        assert titles == [EXPECTED[role][0]]
+        at = run_as(monkeypatch, world.emails[role])
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(page.path)  # type: ignore[attr-defined]
+        # the page script itself refuses a crafted request from this role
+        direct = AppTest.from_file(str(ROOT / page.path), default_timeout=TIMEOUT)  # type: ignore[attr-defined]
+        direct.run()
+        assert not direct.exception and not direct.metric and not direct.dataframe
+        assert [w.value for w in direct.warning] == [f"You do not have access to {page.title}."]  # type: ignore[attr-defined]
 
 
 def test_overview_numbers_are_scoped(world: app_seed.World, monkeypatch: pytest.MonkeyPatch) -> None:
