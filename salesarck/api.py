@@ -21,13 +21,28 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from salesarck import frames
-from salesarck.authz import Actor, load_actor
+from salesarck.authz import Actor, Permission, load_actor
 from salesarck.errors import PermissionDenied, SchemaError, ValidationError
 
 if TYPE_CHECKING:
     from salesarck.duck import DuckTables
 
 TimeLike = datetime | date | str | None
+TimelineKind = Literal["transactions", "rewards", "audit", "liability"]
+
+# pandas offset aliases (what analysts type) -> the bucket names of salesarck.analytics
+FREQ_ALIASES = {
+    "h": "hour", "H": "hour", "hour": "hour",
+    "D": "day", "d": "day", "day": "day",
+    "W": "week", "w": "week", "week": "week",
+    "M": "month", "MS": "month", "ME": "month", "month": "month",
+}
+
+# Reads that need an Actor (salesarck.analytics) get this one when the session has none: it sees
+# every tenant, like the database credentials it stands for, and cannot write (the engine is read-only).
+_CREDENTIALS_READER = Actor(
+    user_id=uuid.UUID(int=0), email="(notebook: database credentials)", role="admin", status="active"
+)
 
 
 def make_readonly(engine: Engine, *, pooler: bool) -> Engine:
@@ -168,10 +183,11 @@ class SalesArck:
         status: str | None = None,
         limit: int | None = frames.DEFAULT_ROW_LIMIT,
         all: bool = False,
+        head: int | None = None,
     ) -> pd.DataFrame:
         """Wallets with their snapshot balance."""
         return frames.wallets(
-            self.engine, actor=self.actor, tenant=tenant, user=user, status=status, limit=self._rows(limit, all)
+            self.engine, actor=self.actor, tenant=tenant, user=user, status=status, limit=self._rows(limit, all), head=head
         )
 
     def ledger(
@@ -184,11 +200,12 @@ class SalesArck:
         running_balance: bool | None = None,
         limit: int | None = frames.DEFAULT_ROW_LIMIT,
         all: bool = False,
+        head: int | None = None,
     ) -> pd.DataFrame:
         """Ledger entries of one wallet or a tenant in [start, end); one wallet gets `balance_after`."""
         return frames.ledger(
             self.engine, actor=self.actor, wallet=wallet, tenant=tenant, start=start, end=end,
-            running_balance=running_balance, limit=self._rows(limit, all),
+            running_balance=running_balance, limit=self._rows(limit, all), head=head,
         )
 
     def transactions(
@@ -202,11 +219,12 @@ class SalesArck:
         line_items: bool = False,
         limit: int | None = frames.DEFAULT_ROW_LIMIT,
         all: bool = False,
+        head: int | None = None,
     ) -> pd.DataFrame:
         """Transactions in [start, end) by provider payment time."""
         return frames.transactions(
             self.engine, actor=self.actor, tenant=tenant, user=user, provider=provider, start=start, end=end,
-            line_items=line_items, limit=self._rows(limit, all),
+            line_items=line_items, limit=self._rows(limit, all), head=head,
         )
 
     def reward_events(
@@ -219,11 +237,12 @@ class SalesArck:
         end: TimeLike = None,
         limit: int | None = frames.DEFAULT_ROW_LIMIT,
         all: bool = False,
+        head: int | None = None,
     ) -> pd.DataFrame:
         """Reward events in [start, end)."""
         return frames.reward_events(
             self.engine, actor=self.actor, tenant=tenant, wallet=wallet, transaction=transaction,
-            start=start, end=end, limit=self._rows(limit, all),
+            start=start, end=end, limit=self._rows(limit, all), head=head,
         )
 
     def rules(self, tenant: object = None) -> pd.DataFrame:
@@ -242,11 +261,12 @@ class SalesArck:
         end: TimeLike = None,
         limit: int | None = frames.DEFAULT_ROW_LIMIT,
         all: bool = False,
+        head: int | None = None,
     ) -> pd.DataFrame:
         """Admin audit entries in [start, end)."""
         return frames.audit(
             self.engine, actor=self.actor, tenant=tenant, action=action, actor_email=actor_email, target=target,
-            target_type=target_type, start=start, end=end, limit=self._rows(limit, all),
+            target_type=target_type, start=start, end=end, limit=self._rows(limit, all), head=head,
         )
 
     def chunks(self, table: str, *, chunksize: int = frames.CHUNK_ROWS, **filters: Any) -> Iterator[pd.DataFrame]:
@@ -293,6 +313,136 @@ class SalesArck:
         if self._duck is not None:
             self._duck.refresh()
 
+    # -- aggregated views (the same functions the app draws) -----------------------------------------
+
+    def _reader(self) -> Actor:
+        return self.actor if self.actor is not None else _CREDENTIALS_READER
+
+    def timeline(
+        self,
+        kind: TimelineKind = "transactions",
+        freq: str = "D",
+        *,
+        start: TimeLike = None,
+        end: TimeLike = None,
+        tenant: object = None,
+        by: str = "none",
+        tz: str | None = None,
+    ) -> pd.DataFrame:
+        """Counts and sums per time bucket, aggregated in SQL by `salesarck.analytics` (as the app).
+
+        `kind`: transactions (`by` none|tenant|provider|location), rewards (earned, redeemed,
+        reversed per rule version), audit (actions) or liability (points outstanding at each
+        bucket's end). `freq`: h, D, W or M (or hour/day/week/month). `tz`: bucket boundaries'
+        zone; default the tenant's own when one tenant is asked for, else UTC. Default window:
+        the last 90 days.
+        """
+        from salesarck import analytics
+
+        if freq not in FREQ_ALIASES:
+            raise ValidationError(f"freq must be one of h, D, W, M (got {str(freq)[:20]!r})")
+        bucket = FREQ_ALIASES[freq]
+        lo, hi = frames.as_time(start, "start"), frames.as_time(end, "end")
+        tenant_id = frames.as_uuid(tenant, "tenant") if tenant is not None else None
+        actor = self._reader()
+        with self.engine.connect() as conn:
+            zone = tz if tz is not None else analytics.display_timezone(conn, actor=actor, tenant_id=tenant_id)
+            common: dict[str, Any] = {"actor": actor, "freq": bucket, "start": lo, "end": hi, "tz": zone}
+            if kind == "transactions":
+                df = analytics.transactions_timeline(conn, tenant_id=tenant_id, by=by, **common)
+            elif kind == "rewards":
+                df = analytics.rewards_timeline(conn, tenant_id=tenant_id, **common)
+            elif kind == "liability":
+                df = analytics.liability_timeline(conn, tenant_id=tenant_id, **common)
+            elif kind == "audit":
+                if tenant_id is not None:
+                    raise ValidationError("the audit timeline is not per tenant; filter db.audit(tenant=...) instead")
+                df = analytics.audit_timeline(conn, **common)
+            else:
+                raise ValidationError("kind must be transactions, rewards, audit or liability")
+        df.attrs.update(tz=zone, freq=bucket, kind=kind)
+        return df
+
+    def wallet_balance(self, wallet: object, *, tz: str = "UTC") -> pd.DataFrame:
+        """One wallet's running ledger balance (as the app's wallet page), `attrs['snapshot']` its snapshot."""
+        from salesarck import analytics
+
+        wallet_id = frames.as_uuid(wallet, "wallet")
+        with self.engine.connect() as conn:
+            summary = analytics.wallet_summary(conn, actor=self._reader(), wallet_id=wallet_id)
+            series = analytics.wallet_balance_series(conn, actor=self._reader(), wallet_id=wallet_id, tz=tz)
+        series.attrs.update(snapshot=int(summary["points_balance"]), ledger=int(summary["ledger_balance"]),
+                            drift=int(summary["drift"]), tz=tz, wallet_id=str(wallet_id))
+        return series
+
+    # -- reconciliation, balances, liability, what-if (the package's own engines) ---------------------
+
+    def reconcile(
+        self,
+        tenant: object = None,
+        *,
+        backend: Literal["postgres", "duckdb"] = "postgres",
+        checks: str | list[str] | None = None,
+        incremental: bool = False,
+    ) -> Any:
+        """Run the reconciliation (the CLI's report: `drift`, `findings`, `summary`, HTML in Jupyter).
+
+        A read-only session gets the report without recording a run.
+        """
+        from salesarck.reconcile import reconcile
+
+        if backend not in ("postgres", "duckdb"):
+            raise ValidationError("backend must be postgres or duckdb")
+        tenant_id = self.tenant_id(tenant) if tenant is not None else None
+        if tenant_id is not None:
+            frames.scoped(self.actor, Permission.RUN_RECONCILIATION, tenant_id)
+        return reconcile(
+            self.engine, tenant_id=tenant_id, backend=backend, checks=checks, incremental=incremental, actor=self.actor
+        )
+
+    def balances(self, as_of: TimeLike = None, *, tenant: object = None) -> pd.DataFrame:
+        """Every wallet's ledger balance at `as_of` (default now), from the reconciliation package."""
+        from salesarck.reconcile.balances import balances_as_of
+        from salesarck.timeutil import utcnow
+
+        at = frames.as_time(as_of, "as_of") or utcnow()
+        tenants = frames.scoped(self.actor, Permission.VIEW_FINANCE, self.tenant_id(tenant) if tenant else None)
+        with self.engine.connect() as conn:
+            if tenants is None:
+                return balances_as_of(conn, as_of=at, tenant_id=None)
+            # no tenant in scope: ask for one that cannot exist, to get the right (empty) columns
+            parts = [balances_as_of(conn, as_of=at, tenant_id=t) for t in tenants or [uuid.UUID(int=0)]]
+        return pd.concat(parts, ignore_index=True)
+
+    def liability_rollforward(
+        self, tenant: object, *, start: TimeLike, end: TimeLike, period: str = "month"
+    ) -> pd.DataFrame:
+        """Opening + earned - reversed - redeemed +/- adjustments = closing, per period (points and money)."""
+        from salesarck.reconcile.liability import liability_rollforward
+
+        tenant_id = self.tenant_id(tenant)
+        frames.scoped(self.actor, Permission.VIEW_FINANCE, tenant_id)
+        lo, hi = frames.as_time(start, "start"), frames.as_time(end, "end")
+        with self.engine.connect() as conn:
+            return liability_rollforward(conn, tenant_id=tenant_id, start=lo, end=hi, period=period)
+
+    def simulate_rules(self, tenant: object, config: Any, *, start: TimeLike, end: TimeLike) -> Any:
+        """What-if: replay the window's transactions under `config` (a rule_config dict or RuleConfig).
+
+        Returns the rewards engine's result: per transaction and in total, points and money it would
+        have earned vs what was earned.
+        """
+        from salesarck.rewards.simulate import simulate_rules
+
+        tenant_id = self.tenant_id(tenant)
+        frames.scoped(self.actor, Permission.VIEW_FINANCE, tenant_id)
+        lo, hi = frames.as_time(start, "start"), frames.as_time(end, "end")
+        if lo is None or hi is None:
+            raise ValidationError("simulate_rules needs start and end")
+        frames.check_window(lo, hi)
+        with self.engine.connect() as conn:
+            return simulate_rules(conn, tenant_id=tenant_id, config=config, start=lo, end=hi)
+
     # -- identity ---------------------------------------------------------------------------------
 
     def _require_actor(self) -> Actor:
@@ -323,4 +473,3 @@ class SalesArck:
         return uuid.UUID(str(match["tenant_id"].iloc[0]))
 
 
-Freq = Literal["h", "D", "W", "MS", "M", "ME"]

@@ -211,9 +211,15 @@ def read_frame(
     *,
     limit: int | None,
     what: str,
+    head: int | None = None,
 ) -> pd.DataFrame:
-    """Run `query` in chunks and return one typed DataFrame; refuse more than `limit` rows."""
+    """Run `query` in chunks and return one typed DataFrame; refuse more than `limit` rows.
+
+    `head=N` asks for the first N rows on purpose (a preview), so no limit applies.
+    """
     limit = check_limit(limit)
+    if head is not None:
+        query, limit = query.limit(check_limit(head) or 0), None
     if limit is not None:
         query = query.limit(limit + 1)
     parts: list[pd.DataFrame] = []
@@ -608,10 +614,12 @@ def audit_query(
 # one-call readers
 
 
-def tenants(conn: Connectable, *, actor: Actor | None = None, limit: int | None = DEFAULT_ROW_LIMIT) -> pd.DataFrame:
+def tenants(
+    conn: Connectable, *, actor: Actor | None = None, limit: int | None = DEFAULT_ROW_LIMIT, head: int | None = None
+) -> pd.DataFrame:
     """Tenants the actor belongs to (admins and actor-less reads: all)."""
     q, spec = tenants_query(actor=actor)
-    return read_frame(conn, q, spec, limit=limit, what="tenants")
+    return read_frame(conn, q, spec, limit=limit, what="tenants", head=head)
 
 
 def wallets(
@@ -622,10 +630,11 @@ def wallets(
     user: object = None,
     status: str | None = None,
     limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Wallets with their snapshot balance (`points_balance`) and the owner's email."""
     q, spec = wallets_query(actor=actor, tenant=tenant, user=user, status=status)
-    return read_frame(conn, q, spec, limit=limit, what="wallets")
+    return read_frame(conn, q, spec, limit=limit, what="wallets", head=head)
 
 
 def ledger(
@@ -638,12 +647,13 @@ def ledger(
     end: TimeLike = None,
     running_balance: bool | None = None,
     limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Ledger entries in [start, end) by `created_at`, with `signed_points` (debits negative)."""
     q, spec = ledger_query(
         conn, actor=actor, wallet=wallet, tenant=tenant, start=start, end=end, running_balance=running_balance
     )
-    return read_frame(conn, q, spec, limit=limit, what="the ledger")
+    return read_frame(conn, q, spec, limit=limit, what="the ledger", head=head)
 
 
 def transactions(
@@ -657,12 +667,13 @@ def transactions(
     end: TimeLike = None,
     line_items: bool = False,
     limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Transactions in [start, end) by provider payment time."""
     q, spec = transactions_query(
         actor=actor, tenant=tenant, user=user, provider=provider, start=start, end=end, line_items=line_items
     )
-    return read_frame(conn, q, spec, limit=limit, what="transactions")
+    return read_frame(conn, q, spec, limit=limit, what="transactions", head=head)
 
 
 def reward_events(
@@ -675,20 +686,26 @@ def reward_events(
     start: TimeLike = None,
     end: TimeLike = None,
     limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Reward events (accruals, reversals, redemptions) in [start, end) by `created_at`."""
     q, spec = reward_events_query(
         conn, actor=actor, tenant=tenant, wallet=wallet, transaction=transaction, start=start, end=end
     )
-    return read_frame(conn, q, spec, limit=limit, what="reward events")
+    return read_frame(conn, q, spec, limit=limit, what="reward events", head=head)
 
 
 def rules(
-    conn: Connectable, *, actor: Actor | None = None, tenant: object = None, limit: int | None = DEFAULT_ROW_LIMIT
+    conn: Connectable,
+    *,
+    actor: Actor | None = None,
+    tenant: object = None,
+    limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Reward rule versions."""
     q, spec = rules_query(actor=actor, tenant=tenant)
-    return read_frame(conn, q, spec, limit=limit, what="reward rules")
+    return read_frame(conn, q, spec, limit=limit, what="reward rules", head=head)
 
 
 def audit(
@@ -703,10 +720,11 @@ def audit(
     start: TimeLike = None,
     end: TimeLike = None,
     limit: int | None = DEFAULT_ROW_LIMIT,
+    head: int | None = None,
 ) -> pd.DataFrame:
     """Admin audit log entries in [start, end)."""
     q, spec = audit_query(
         actor=actor, tenant=tenant, action=action, actor_email=actor_email, target=target,
         target_type=target_type, start=start, end=end,
     )
-    return read_frame(conn, q, spec, limit=limit, what="the audit log")
+    return read_frame(conn, q, spec, limit=limit, what="the audit log", head=head)

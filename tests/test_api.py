@@ -71,7 +71,7 @@ def seed_two_tenants(engine: Engine) -> dict[str, Any]:
             conn.execute(sa.text(
                 "insert into pos_connections (id, tenant_id, pos_type, access_token_enc, refresh_token_enc,"
                 " merchant_account_id, status) values (gen_random_uuid(), :t, 'square', 'SECRET-CIPHERTEXT', '',"
-                " 'M1', 'active')"), {"t": tenant["id"]})
+                " :m, 'active')"), {"t": tenant["id"], "m": f"M-{key}"})
             out[key] = {"tenant": tenant["id"], "rule": rule["id"], "wallets": wallets}
         out["client_a"] = f.make_member(conn, out["a"]["tenant"], "client", email="client-a@example.test")
         out["consumer"] = f.make_user(conn, email="consumer@example.test")
@@ -385,3 +385,46 @@ def test_naive_utc_times_come_back_as_the_same_instant(db: SalesArck, data: dict
     led = db.ledger(data["a"]["wallets"][1])
     assert led["created_at"].iloc[0] == pd.Timestamp("2026-01-01 12:01", tz="UTC")
     assert led["created_at"].iloc[0] - led["created_at"].iloc[1] == -timedelta(days=1)
+
+
+def test_head_is_a_deliberate_preview(db: SalesArck) -> None:
+    assert len(db.ledger(head=3)) == 3
+    assert len(db.transactions(head=100)) == 12
+    with pytest.raises(ValidationError):
+        db.ledger(head=0)
+
+
+# --- aggregated views: the app's analytics -----------------------------------------------------------
+
+
+def test_timeline_uses_the_apps_analytics(db: SalesArck, data: dict[str, Any]) -> None:
+    window = {"start": "2026-01-01", "end": "2026-01-08"}
+    tx = db.timeline("transactions", "D", **window)
+    assert int(tx["transactions"].sum()) == 12 and int(tx["amount_minor_units"].sum()) == 4 * 6000
+    assert tx.attrs["tz"] == "UTC" and tx.attrs["freq"] == "day"
+    per_tenant = db.timeline("transactions", "D", tenant=data["a"]["tenant"], **window)
+    assert per_tenant.attrs["tz"] == "America/New_York" and int(per_tenant["transactions"].sum()) == 6
+    rewards = db.timeline("rewards", "W", **window)
+    assert int(rewards["earned"].sum()) == 4 * 60
+    liability = db.timeline("liability", "D", **window)
+    assert int(liability.groupby("tenant_id")["liability_points"].last().sum()) == 4 * 55
+    audit = db.timeline("audit", "M", start="2026-01-01", end="2026-03-01")
+    assert int(audit["actions"].sum()) == 2
+    with pytest.raises(ValidationError):
+        db.timeline("transactions", "fortnight")
+    with pytest.raises(ValidationError):
+        db.timeline("weather")  # type: ignore[arg-type]
+
+
+def test_timeline_for_a_client_is_scoped(test_env: URL, data: dict[str, Any]) -> None:
+    with salesarck.connect(actor="client-a@example.test") as db:
+        tx = db.timeline("transactions", "D", start="2026-01-01", end="2026-01-08")
+        assert int(tx["transactions"].sum()) == 6
+        with pytest.raises(PermissionDenied):
+            db.timeline("transactions", "D", tenant=data["b"]["tenant"], start="2026-01-01", end="2026-01-08")
+
+
+def test_wallet_balance_series_and_snapshot(db: SalesArck, data: dict[str, Any]) -> None:
+    series = db.wallet_balance(data["a"]["wallets"][0])
+    assert list(series["balance"]) == [10, 30, 60, 55]
+    assert series.attrs["snapshot"] == 55 and series.attrs["drift"] == 0
