@@ -161,26 +161,33 @@ class CloverClient:
         finally:
             self._limiter.release()
 
+    def payment_page(self, merchant_id: str, start: datetime, end: datetime, offset: int = 0
+                     ) -> list[dict[str, Any]]:
+        """One page of payments modified in [start, end) (at most 90 days), from `offset`."""
+        if end - start > MAX_WINDOW:
+            raise ValidationError("a Clover payments window may not span more than 90 days")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ProviderHTTPError("clover payments paging ran past ten million rows; stopping",
+                                    status=None, method="GET", path="/v3/merchants/{mId}/payments")
+        mid = quote(check_clover_id(merchant_id, "merchant id"), safe="")
+        body = self._get(f"/v3/merchants/{mid}/payments", {
+            "filter": [f"modifiedTime>={to_ms(start)}", f"modifiedTime<{to_ms(end)}"],
+            "expand": PAYMENT_EXPAND,
+            "limit": self.page_limit,
+            "offset": offset,
+        })
+        return _elements(body)
+
     def iter_payment_pages(self, merchant_id: str, start: datetime, end: datetime) -> Iterator[CloverPaymentPage]:
         """Payments modified in [start, end), window by window (<= 90 days), offset-paged."""
-        mid = quote(check_clover_id(merchant_id, "merchant id"), safe="")
         for w_start, w_end in windows(start, end):
             offset = 0
             while True:
-                body = self._get(f"/v3/merchants/{mid}/payments", {
-                    "filter": [f"modifiedTime>={to_ms(w_start)}", f"modifiedTime<{to_ms(w_end)}"],
-                    "expand": PAYMENT_EXPAND,
-                    "limit": self.page_limit,
-                    "offset": offset,
-                })
-                elements = _elements(body)
+                elements = self.payment_page(merchant_id, w_start, w_end, offset)
                 yield CloverPaymentPage(elements, w_start, w_end, offset)
                 if len(elements) < self.page_limit:
                     break
                 offset += len(elements)
-                if offset > MAX_OFFSET:
-                    raise ProviderHTTPError("clover payments paging ran past ten million rows; stopping",
-                                            status=None, method="GET", path="/v3/merchants/{mId}/payments")
 
     def get_payment(self, merchant_id: str, payment_id: str) -> dict[str, Any]:
         """One payment with the same expansions the sync uses (the webhook processor fetches by id)."""
