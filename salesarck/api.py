@@ -394,8 +394,6 @@ class SalesArck:
         if backend not in ("postgres", "duckdb"):
             raise ValidationError("backend must be postgres or duckdb")
         tenant_id = self.tenant_id(tenant) if tenant is not None else None
-        if tenant_id is not None:
-            frames.scoped(self.actor, Permission.RUN_RECONCILIATION, tenant_id)
         return reconcile(
             self.engine, tenant_id=tenant_id, backend=backend, checks=checks, incremental=incremental, actor=self.actor
         )
@@ -442,6 +440,46 @@ class SalesArck:
         frames.check_window(lo, hi)
         with self.engine.connect() as conn:
             return simulate_rules(conn, tenant_id=tenant_id, config=config, start=lo, end=hi)
+
+    # -- actions (readonly=False with an actor): the package's own audited functions ------------------
+
+    def adjust_wallet(self, wallet: object, points: int, *, reason: str) -> dict[str, Any]:
+        """Credit (points > 0) or debit (< 0) a wallet by hand: ledger entry, snapshot and audit row."""
+        from salesarck.rewards.admin import adjust_wallet
+
+        actor = self._require_writable("adjusting a wallet")
+        with self.engine.begin() as conn:
+            return adjust_wallet(conn, actor=actor, wallet_id=frames.as_uuid(wallet, "wallet"), points=points,
+                                 reason=reason)
+
+    def freeze_wallet(self, wallet: object, *, reason: str) -> dict[str, Any]:
+        """Freeze a wallet (it stops earning and redeeming); audited."""
+        from salesarck.rewards.admin import freeze_wallet
+
+        actor = self._require_writable("freezing a wallet")
+        with self.engine.begin() as conn:
+            return freeze_wallet(conn, actor=actor, wallet_id=frames.as_uuid(wallet, "wallet"), reason=reason)
+
+    def unfreeze_wallet(self, wallet: object, *, reason: str) -> dict[str, Any]:
+        """Unfreeze a wallet; audited."""
+        from salesarck.rewards.admin import unfreeze_wallet
+
+        actor = self._require_writable("unfreezing a wallet")
+        with self.engine.begin() as conn:
+            return unfreeze_wallet(conn, actor=actor, wallet_id=frames.as_uuid(wallet, "wallet"), reason=reason)
+
+    def create_rule(
+        self, tenant: object, config: Any, *, effective_from: TimeLike = None, reason: str | None = None
+    ) -> Any:
+        """A new reward rule version for the tenant (becomes the active one); audited `rule.create`."""
+        from salesarck.rewards.rules import create_rule
+
+        actor = self._require_writable("creating a reward rule")
+        tenant_id = self.tenant_id(tenant)
+        at = frames.as_time(effective_from, "effective_from")
+        with self.engine.begin() as conn:
+            return create_rule(conn, actor=actor, tenant_id=tenant_id, config=config, effective_from=at,
+                               reason=reason)
 
     # -- identity ---------------------------------------------------------------------------------
 

@@ -3,24 +3,21 @@
 Tables are registered under their schema names (`wallets`, `wallet_ledger`, ... and `public.<name>`
 for copy-pasted PostgreSQL queries). Each is read into Arrow the first time a query names it and then
 cached (`refresh()` forgets them), or read from a Parquet export (`salesarck export parquet DIR`).
-Reads from PostgreSQL stream through `COPY ... TO STDOUT` on the session's own (read-only) engine,
+Reads from PostgreSQL go through `salesarck.db.arrow` (ADBC: binary COPY in a READ ONLY transaction),
 filtered in the database to the actor's tenants; secret columns (encrypted POS tokens) never leave it.
 Times are UTC-aware (`TIMESTAMPTZ`; the session time zone is UTC), ids are text, JSONB is JSON text.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -36,9 +33,10 @@ SECRET_HINTS = ("_enc", "secret", "token_hash", "password")
 # How a table reaches its tenant, for actors scoped to some tenants. Tables not listed here (and not
 # carrying a tenant_id column) are readable only without scope (admins, or no actor).
 _TENANT_PATHS: dict[str, str] = {
-    "tenants": "id",
-    "wallet_ledger": "(select w.tenant_id from wallets w where w.id = t.wallet_id)",
-    "reward_events": "(select w.tenant_id from wallets w where w.id = t.wallet_id)",
+    "tenants": "id = any({ids})",
+    "wallet_ledger": "wallet_id in (select id from wallets where tenant_id = any({ids}))",
+    "reward_events": "wallet_id in (select id from wallets where tenant_id = any({ids}))",
+    "transaction_details": "transaction_id in (select id from transactions where tenant_id = any({ids}))",
 }
 
 
@@ -55,45 +53,6 @@ def project_tables() -> dict[str, sa.Table]:
 
 def _is_secret(column: str) -> bool:
     return column in SECRET_COLUMNS or any(h in column for h in SECRET_HINTS)
-
-
-def _arrow_type(col: sa.Column[Any]) -> pa.DataType:
-    t = col.type
-    if isinstance(t, sa.Boolean):
-        return pa.bool_()
-    if isinstance(t, sa.BigInteger | sa.Integer | sa.SmallInteger):
-        return pa.int64()
-    if isinstance(t, sa.DateTime):
-        return pa.timestamp("us")
-    if isinstance(t, sa.Date):
-        return pa.date32()
-    if isinstance(t, sa.Float):
-        return pa.float64()
-    if isinstance(t, sa.Numeric):
-        return pa.decimal128(38, 9)
-    return pa.string()  # uuid, text, jsonb, enums, arrays
-
-
-class _CopyStream(io.RawIOBase):
-    """A file-like view of a COPY TO STDOUT, so pyarrow parses it batch by batch."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = bytes(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
 
 
 class DuckTables:
@@ -137,49 +96,29 @@ class DuckTables:
     def _columns(self, table: sa.Table) -> list[sa.Column[Any]]:
         return [c for c in table.columns if not _is_secret(c.name)]
 
-    def _scoped_sql(self, table: sa.Table) -> str:
-        cols = ", ".join(f't."{c.name}"' for c in self._columns(table))
-        sql = f'select {cols} from public."{table.name}" t'  # noqa: S608  names from our own models
+    def _scope_clause(self, table: sa.Table) -> str | None:
+        """A WHERE clause keeping the actor's tenants (None: no filter), from validated UUIDs only."""
         if self.scope is None:
-            return sql
-        path = _TENANT_PATHS.get(table.name) or ("t.tenant_id" if "tenant_id" in table.columns else None)
-        if path is None:
-            raise PermissionDenied(
-                f"{self.actor} may not read {table.name} through SQL: it is not scoped to a tenant"
-            )
-        if path == "id":
-            path = "t.id"
-        ids = ",".join(str(uuid.UUID(str(t))) for t in self.scope)  # validated UUIDs only
-        return f"{sql} where {path} = any('{{{ids}}}'::uuid[])"
+            return None
+        ids = "'{" + ",".join(str(uuid.UUID(str(t))) for t in self.scope) + "}'::uuid[]"
+        path = _TENANT_PATHS.get(table.name)
+        if path is not None:
+            return path.format(ids=ids)
+        if "tenant_id" in table.columns:
+            return f"tenant_id = any({ids})"
+        raise PermissionDenied(f"{self.actor} may not read {table.name} through SQL: it is not scoped to a tenant")
 
     def _from_postgres(self, table: sa.Table) -> pa.Table:
-        columns = self._columns(table)
-        types = {c.name: _arrow_type(c) for c in columns}
-        # timestamps leave as ISO text in UTC; pyarrow parses them to timestamp[us]
-        copy_sql = f"copy ({self._scoped_sql(table)}) to stdout with (format csv, header true, null '\\N')"
-        convert = pacsv.ConvertOptions(
-            column_types=types, null_values=["\\N"], strings_can_be_null=True, quoted_strings_can_be_null=False,
-            true_values=["t"], false_values=["f"],
-        )
-        read = pacsv.ReadOptions(block_size=8 << 20)
-        parse = pacsv.ParseOptions(newlines_in_values=True)
-        raw = self.engine.raw_connection()
-        try:
-            with raw.cursor() as cur:  # type: ignore[attr-defined]
-                with cur.copy(copy_sql) as copy:
-                    reader = pacsv.open_csv(
-                        io.BufferedReader(_CopyStream(iter(copy)), buffer_size=1 << 20),
-                        read_options=read, parse_options=parse, convert_options=convert,
-                    )
-                    batches = list(reader)
-                    schema = reader.schema
-            raw.rollback()
-        finally:
-            raw.close()
-        result = pa.Table.from_batches(batches, schema=schema) if batches else pa.table(
-            {c: pa.array([], type=t) for c, t in types.items()}
-        )
-        return _utc(result)
+        """Through the reconciliation's Arrow reader (ADBC, binary COPY, a READ ONLY transaction)."""
+        from salesarck.db.arrow import read_tables
+
+        columns = ", ".join(f'"{c.name}"' for c in self._columns(table))
+        clause = self._scope_clause(table)
+        where = {table.name: clause} if clause else None
+        read = read_tables(self.engine, {table.name: columns}, where=where)
+        if table.name not in read:
+            raise ValidationError(f"the database has no {table.name} table yet; run `salesarck db upgrade`")
+        return _utc(read[table.name])
 
     def _from_parquet(self, name: str) -> pa.Table:
         assert self.parquet_dir is not None
@@ -191,6 +130,13 @@ class DuckTables:
                 return _utc(table.select(keep))
         raise ValidationError(f"the Parquet export in {self.parquet_dir} has no {name} table")
 
+    def _plain(self, table: pa.Table) -> pa.Table:
+        """Extension types (arrow.uuid, arrow.json) become text through DuckDB itself, so ids compare as
+        text and DuckDB can push filters into the cached table (it cannot for arrow.uuid)."""
+        if not any(isinstance(f.type, pa.ExtensionType) or "arrow." in str(f.type) for f in table.schema):
+            return table
+        return self.con.from_arrow(table).to_arrow_table()
+
     def load(self, name: str) -> pa.Table:
         """Read one table into Arrow (once) and register it under its name and `public.<name>`."""
         if name in self._loaded:
@@ -198,6 +144,7 @@ class DuckTables:
         if name not in self.tables:
             raise ValidationError(f"{name[:60]!r} is not one of the project's tables")
         table = self._from_parquet(name) if self.parquet_dir else self._from_postgres(self.tables[name])
+        table = self._plain(table)
         self.con.register(name, table)
         self.con.execute(f'create or replace view public."{name}" as select * from main."{name}"')  # noqa: S608
         self._loaded[name] = table
