@@ -20,6 +20,7 @@ from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, La
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from salesarck.db import models as _seed_models  # noqa: F401  the tables these keys refer to
 from salesarck.db.base import Base
 
 CLOVER_REGIONS = ("na", "eu", "la", "sandbox")
