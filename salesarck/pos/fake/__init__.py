@@ -23,7 +23,13 @@ def _square(*, seed: int = 1, payments: int = 200, access_token: str | None = No
     return FakeSquare(seed=seed, payments=payments, access_token=access_token or DEFAULT_ACCESS_TOKEN, **kw)
 
 
-FAKE_PROVIDERS: dict[str, FakeFactory] = {"square": _square}
+def _clover(*, seed: int = 1, payments: int = 200, access_token: str | None = None, **kw: Any) -> FakeServer:
+    from salesarck.pos.fake.clover import DEFAULT_ACCESS_TOKEN, FakeClover
+
+    return FakeClover(seed=seed, payments=payments, access_token=access_token or DEFAULT_ACCESS_TOKEN, **kw)
+
+
+FAKE_PROVIDERS: dict[str, FakeFactory] = {"square": _square, "clover": _clover}
 
 
 def build_fake(provider: str, **options: Any) -> FakeServer:
