@@ -12,11 +12,11 @@ from typing import Any
 
 import nbformat
 import pytest
+import sqlalchemy as sa
 from nbclient import NotebookClient
 from sqlalchemy.engine import URL
 
-from salesarck.db.engine import make_engine
-from salesarck.reconcile.generate import generate
+from salesarck.demo import seed_demo
 from tests.conftest import ROOT, Databases
 
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -54,25 +54,54 @@ def test_output_check_catches_committed_outputs(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_db(databases: Databases) -> URL:
-    """One database with demo-like data for every notebook (they only read): the generator the demo
-    uses, with drift and one planted fault of every check, so every section has something to show."""
+def demo_env(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[URL, Path]]:
+    """One database loaded by `salesarck demo seed` itself (smaller history), shared by every notebook
+    run: they only read. Users, tenants, rules and POS connections as in `make run`, plus generated
+    history with drift and one planted fault of every check, so every section has something to show."""
     url = databases.clone()
-    engine = make_engine(url)
-    try:
-        generate(engine, tenants=2, wallets=60, ledger_entries=1500, drift_rate=0.05, plant_faults=True, seed=8)
-    finally:
-        engine.dispose()
-    return url
+    home = tmp_path_factory.mktemp("demo-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+        mp.setenv("SALESARCK_HOME", str(home))
+        mp.delenv("DIRECT_DATABASE_URL", raising=False)
+        seed_demo(generated_wallets=300, generated_ledger_entries=4000)
+        _sync_demo_square(mp, url)
+    yield url, home
+
+
+def _sync_demo_square(mp: pytest.MonkeyPatch, url: URL) -> None:
+    """Press "Sync now" on the demo's Square connection against its fake server, as a demo user
+    would, so the sync-health notebook sees polled payments with locations and lag."""
+    from salesarck.authz import load_actor
+    from salesarck.config import load_settings
+    from salesarck.db.engine import make_engine
+    from salesarck.demo import SQUARE_SEED
+    from salesarck.pos.fake.server import ThreadServer
+    from salesarck.pos.fake.square import FakeSquare
+    from salesarck.pos.sync import sync_connection
+
+    fake = FakeSquare(seed=SQUARE_SEED, payments=400)
+    with ThreadServer(fake.app) as server:
+        mp.setenv("SALESARCK_SQUARE_BASE_URL", server.base_url)
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                admin = load_actor(conn, load_settings().local_user)
+                connection_id = conn.execute(sa.text(
+                    "select id from pos_connections where pos_type = 'square'")).scalar_one()
+            sync_connection(engine, connection_id, actor=admin)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture
-def notebook_env(monkeypatch: pytest.MonkeyPatch, demo_db: URL, tmp_path: Path) -> Iterator[Path]:
-    monkeypatch.setenv("DATABASE_URL", demo_db.render_as_string(hide_password=False))
-    monkeypatch.setenv("SALESARCK_HOME", str(tmp_path / "home"))
+def notebook_env(monkeypatch: pytest.MonkeyPatch, demo_env: tuple[URL, Path], tmp_path: Path) -> Path:
+    url, home = demo_env
+    monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("SALESARCK_HOME", str(home))
     monkeypatch.delenv("DIRECT_DATABASE_URL", raising=False)
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    yield tmp_path
+    return tmp_path
 
 
 def _execute(path: Path, workdir: Path) -> nbformat.NotebookNode:
