@@ -76,6 +76,46 @@ class Dialect:
     def json_text(self, expr: str, key: str) -> str:
         return f"({expr} ->> '{key}')"
 
+    def num(self, expr: str) -> str:
+        """A JSON text as an exact number, NULL when it is not one (a bad config must not abort a run)."""
+        if self.name == "duckdb":
+            return f"try_cast({expr} as decimal(38, 10))"
+        return f"(case when {expr} ~ '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]+)?$' then cast({expr} as numeric) end)"
+
+    def rule_params(self, cfg: str) -> str:
+        """Per rule version: the pieces of the points calculation (the twin of `salesarck_points`)."""
+        rate, min_spend, max_points = (self.num(self.json_text(cfg, k)) for k in (
+            "conversionRate", "minSpendMinorUnits", "maxPointsPerTransaction"))
+        policy = f"coalesce({self.json_text(cfg, 'roundingPolicy')}, 'floor') as policy"
+        if self.name == "duckdb":
+            rate_expr = f"cast(cast({rate} * 10000000000 as decimal(38, 0)) as hugeint) as rate_e10"
+            max_expr = f"coalesce(cast(floor({max_points}) as hugeint), 2147483647) as max_points"
+        else:
+            rate_expr = f"{rate} as rate"
+            max_expr = f"coalesce({max_points}, 2147483647) as max_points"
+        return f"{rate_expr}, coalesce({min_spend}, 0) as min_spend, {max_expr}, {policy}"
+
+    def currency_scale(self, exponent: str) -> str:
+        if self.name == "duckdb":
+            return f"cast(pow(10, {exponent} + 10) as hugeint) as d"
+        return f"power(10::numeric, -{exponent}) as scale"
+
+    def points(self, amount: str) -> str:
+        """Points for `amount` under rule params `rp` and currency `cm`: exactly `salesarck_points`
+        (amount / 10^exponent x rate, rounded by policy, 0 below min spend, capped), inlined so it
+        costs arithmetic, not a function call per row. DuckDB uses integer division (no doubles)."""
+        if self.name == "duckdb":
+            n, d = f"(cast({amount} as hugeint) * rp.rate_e10)", "cm.d"
+            rounded = (f"case rp.policy when 'ceil' then ({n} + {d} - 1) // {d} "
+                       f"when 'round' then (2 * {n} + {d}) // (2 * {d}) else {n} // {d} end")
+        else:
+            v = f"(cast({amount} as numeric) * rp.rate * cm.scale)"
+            rounded = f"case rp.policy when 'ceil' then ceil({v}) when 'round' then round({v}) else floor({v}) end"
+        return (f"(case when rp.idx is null or cm.code is null or rp.rate is null then null "
+                f"when {amount} <= 0 or {amount} < rp.min_spend then 0 "
+                f"else cast(least({rounded}, rp.max_points, 2147483647) as integer) end)").replace(
+                    "rp.rate is null", "rp.rate_e10 is null" if self.name == "duckdb" else "rp.rate is null")
+
 
 POSTGRES = Dialect("postgres")
 DUCKDB = Dialect("duckdb")
@@ -168,14 +208,19 @@ def transaction_sql(d: Dialect, scope: Scope) -> str:
         sub = f"(select t0.id from transactions t0 where {scope.txn_pred('t0')})"
         ev_filter, le_filter = f"and e.transaction_id in {sub}", f"and l.source_transaction_id in {sub}"
     return f"""
-with ev as (
+with rp as (
+    select r.id, cast(r.id as text) as rule_id, row_number() over (order by cast(r.id as text)) as idx,
+           {d.rule_params('r.rule_config')}
+    from reward_rules r
+),
+ev as (
     select e.transaction_id as tid,
            sum(case when e.points_earned > 0 then 1 else 0 end) as n_pos_events,
            sum(case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end) as n_earn_events,
            sum(coalesce(e.points_earned, 0)) as earned,
            sum(coalesce(e.points_redeemed, 0)) as redeemed,
-           min(cast(e.rule_version_id as text)) as rule_id
-    from reward_events e
+           min(rp.idx) as rule_idx
+    from reward_events e left join rp on rp.id = e.rule_version_id
     where e.transaction_id is not null {ev_filter}
     group by e.transaction_id
 ),
@@ -199,32 +244,35 @@ rf as (
 first_rule as (
     select tenant_id, min(effective_from) as first_at from reward_rules group by tenant_id
 ),
+cm as (
+    select code, {d.currency_scale('exponent')} from currency_minor_units
+),
 j as (
     select t.id as transaction_id, t.tenant_id, t.user_id, t.amount_minor_units, t.currency,
            (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rule_in_force,
            coalesce(ev.n_pos_events, 0) as n_pos_events, coalesce(ev.n_earn_events, 0) as n_earn_events,
-           coalesce(ev.earned, 0) as earned, coalesce(ev.redeemed, 0) as redeemed, ev.rule_id,
+           coalesce(ev.earned, 0) as earned, coalesce(ev.redeemed, 0) as redeemed, ev.rule_idx,
            coalesce(le.n_credits, 0) as n_credits, coalesce(le.credits, 0) as credits,
            coalesce(le.debits, 0) as debits, coalesce(le.red_debits, 0) as red_debits,
            coalesce(rf.refunded, 0) as refunded,
-           (coalesce(le.n_void, 0) > 0 or coalesce(td.is_voided, false)) as voided,
-           r.rule_config
+           (coalesce(le.n_void, 0) > 0 or coalesce(td.is_voided, false)) as voided
     from transactions t
     left join ev on ev.tid = t.id
     left join le on le.tid = t.id
     left join rf on rf.tid = t.id
     left join transaction_details td on td.transaction_id = t.id
     left join first_rule fr on fr.tenant_id = t.tenant_id
-    left join reward_rules r on cast(r.id as text) = ev.rule_id
     where {scope.txn_pred('t')}
 ),
 k as (
-    select j.*,
-           case when j.rule_id is null then null
+    select j.*, rp.rule_id,
+           case when j.rule_idx is null then null
                 when j.voided then 0
-                else salesarck_points(greatest(j.amount_minor_units - j.refunded, 0), cm.exponent, j.rule_config)
+                else {d.points('greatest(j.amount_minor_units - j.refunded, 0)')}
            end as expected
-    from j left join currency_minor_units cm on cm.code = j.currency
+    from j
+    left join rp on rp.idx = j.rule_idx
+    left join cm on cm.code = j.currency
 )
 select transaction_id, tenant_id, user_id, amount_minor_units, currency, rule_in_force, n_pos_events,
        n_earn_events, earned, redeemed, rule_id, n_credits, credits, debits, red_debits, refunded, voided,
@@ -232,7 +280,7 @@ select transaction_id, tenant_id, user_id, amount_minor_units, currency, rule_in
 from k
 where (rule_in_force and n_earn_events = 0)
    or n_pos_events > 1 or n_credits > 1
-   or (rule_id is not null and (expected is null or expected <> earned))
+   or (rule_idx is not null and expected is distinct from earned)
    or earned <> credits - debits or redeemed <> red_debits
 """
 

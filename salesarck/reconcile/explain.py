@@ -19,6 +19,7 @@ from salesarck.timeutil import iso_utc
 
 CHUNK = 5000
 MAX_NAMED = 5
+LEDGER_BACKED = {"wallet.adjust", "wallet.snapshot_repair", "wallet.redeem", "redemption"}
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 
@@ -38,6 +39,7 @@ def entries_sql(wallet_ids: Sequence[str]) -> str:
 def audit_sql(wallet_ids: Sequence[str]) -> str:
     return (
         "select a.target_entity_id as wallet_id, a.action, cast(a.after_state as text) as after_state,"
+        " cast(a.before_state as text) as before_state,"
         " a.created_at, cast(a.id as text) as id from admin_audit_logs a"
         f" where a.target_entity_type = 'wallet' and a.target_entity_id in ({_in_list(wallet_ids)})"
     )
@@ -71,7 +73,8 @@ def explain_one(snapshot: int, ledger: int, entries: Sequence[Mapping[str, Any]]
     drift = snapshot - ledger
     for a in sorted(audits, key=lambda a: (a["created_at"], a["id"]), reverse=True):
         value = _set_balance(a["after_state"])
-        if value is None or a["action"] == "wallet.snapshot_repair":
+        # only actions that moved the snapshot without a ledger entry of their own count
+        if value is None or a["action"] in LEDGER_BACKED or value == _set_balance(a.get("before_state")):
             continue
         if value == snapshot:
             return "admin_set", (f"admin action {a['action']} at {iso_utc(a['created_at'])} set the snapshot to "

@@ -152,17 +152,17 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         select {_U(K_TENANT, 'i')}, 'Generated tenant ' || i, 'US', 'active',
                jsonb_build_object('timezone', (array['UTC', 'America/New_York', 'Europe/Paris'])[1 + i % 3]),
                :epoch - interval '30 days'
-        from generate_series(0, :T - 1) i"""), p)
+        from generate_series(cast(0 as bigint), :T - 1) i"""), p)
     x(sa.text(f"""insert into reward_rules (id, tenant_id, version, is_active, rule_config, effective_from, created_at)
         select {_U(K_RULE, 'i')}, {_U(K_TENANT, 'i')}, 1, true,
                jsonb_build_object('minSpendMinorUnits', 500, 'minBalanceToRedeem', 0,
                                   'maxRedemptionPercentage', 100, 'pointValueMinorUnits', 1)
-               || (cast(:rules as jsonb) -> (i % {len(RULES)})), :epoch - interval '30 days', :epoch - interval '30 days'
-        from generate_series(0, :T - 1) i"""), {**p, "rules": dumps(RULES)})
+               || (cast(:rules as jsonb) -> cast(i % {len(RULES)} as int)), :epoch - interval '30 days', :epoch - interval '30 days'
+        from generate_series(cast(0 as bigint), :T - 1) i"""), {**p, "rules": dumps(RULES)})
     x(sa.text(f"""insert into users (id, email, role, status, created_at)
         select {_U(K_USER, 'w')}, 'c' || w || '-' || :seed || '@gen.salesarck.test', 'consumer', 'active',
                :epoch - interval '30 days'
-        from generate_series(0, :W - 1) w"""), p)
+        from generate_series(cast(0 as bigint), :W - 1) w"""), p)
     x(sa.text(f"""insert into users (id, email, role, status, created_at)
         values ({_U(K_ADMIN, '0')}, 'admin-' || :seed || '@gen.salesarck.test', 'admin', 'active', :epoch)"""), p)
     # the transactions and what they earn, computed once
@@ -176,7 +176,7 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
                     when n % 997 = 11 and n >= :W then salesarck_points(1000 + (n * 7919) % 20000, 2, r.rule_config)
                     else 0 end as rev,
                (n % 997 = 11 and n % 20 <> 7 and n >= :W) as voided
-        from generate_series(0, :N - 1) n
+        from generate_series(cast(0 as bigint), :N - 1) n
         join reward_rules r on r.id = {_U(K_RULE, '(n % :W) % :T')}"""), p)
     n_rev = int(x(sa.text("select count(*) from _g where rev > 0")).scalar_one())
     n_refund = int(x(sa.text("select count(*) from _g where refund is not null")).scalar_one())
@@ -187,11 +187,11 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
     wallet_sql = f"""insert into wallets (id, tenant_id, user_id, points_balance, status, created_at, updated_at)
         select {_U(K_WALLET, 'w')}, {_U(K_TENANT, 'w % :T')}, {_U(K_USER, 'w')}, coalesce(b.bal, 0), 'active',
                :epoch - interval '1 day', null
-        from generate_series(0, :W - 1) w
+        from generate_series(cast(0 as bigint), :W - 1) w
         left join (select w as ww, sum(bal) as bal from (
                 select w, sum(pts - rev) as bal from _g group by w
-                union all select r % :RW, -sum(1 + r % 3) from generate_series(0, :R - 1) r group by r % :RW
-                union all select a % :W, 10 * count(*) from generate_series(0, :A - 1) a group by a % :W
+                union all select r % :RW, -sum(1 + r % 3) from generate_series(cast(0 as bigint), :R - 1) r group by r % :RW
+                union all select a % :W, 10 * count(*) from generate_series(cast(0 as bigint), :A - 1) a group by a % :W
             ) s group by w) b on b.ww = w"""
     x(sa.text(wallet_sql), p)
     x(sa.text(f"""insert into transactions (id, tenant_id, user_id, provider, provider_transaction_id,
@@ -205,7 +205,7 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         select {_U(K_ANON, 'n')}, {_U(K_TENANT, 'n % :T')}, null, 'square', 'gen-anon-' || :seed || '-' || n,
                500 + n % 5000, 'USD', :epoch + make_interval(secs => n * 20 * :span),
                :epoch + make_interval(secs => n * 20 * :span) + interval '1 minute'
-        from generate_series(0, :NA - 1) n"""), {**p, "NA": n_anon})
+        from generate_series(cast(0 as bigint), :NA - 1) n"""), {**p, "NA": n_anon})
     x(sa.text(f"""insert into transaction_refunds (id, tenant_id, provider, provider_refund_id, transaction_id,
             amount_minor_units, status, is_completed, refunded_at, created_at)
         select {_U(K_REFUND, 'n')}, {_U(K_TENANT, 't')}, 'square', 'gen-ref-' || :seed || '-' || n,
@@ -228,7 +228,7 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         union all
         select {_U(K_RED_EVENT, 'r')}, {_U(K_WALLET, 'r % :RW')}, cast(null as uuid), cast(null as uuid), 0, 1 + r % 3,
                :epoch + interval '{SPAN_DAYS + 5} days' + make_interval(secs => r * 0.01)
-        from generate_series(0, :R - 1) r"""), p)
+        from generate_series(cast(0 as bigint), :R - 1) r"""), p)
     x(sa.text(f"""insert into wallet_ledger (id, wallet_id, entry_type, points, description, source_transaction_id,
             created_by_admin, created_at)
         select {_U(K_CREDIT, 'n')}, {_U(K_WALLET, 'w')}, 'credit', pts, 'accrual', {_U(K_TXN, 'n')}, cast(null as uuid),
@@ -242,17 +242,17 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         union all
         select {_U(K_RED_DEBIT, 'r')}, {_U(K_WALLET, 'r % :RW')}, 'debit', 1 + r % 3, 'redemption', cast(null as uuid), cast(null as uuid),
                :epoch + interval '{SPAN_DAYS + 5} days' + make_interval(secs => r * 0.01)
-        from generate_series(0, :R - 1) r
+        from generate_series(cast(0 as bigint), :R - 1) r
         union all
         select {_U(K_ADJ, 'a')}, {_U(K_WALLET, 'a % :W')}, 'credit', 10, 'goodwill', null, {_U(K_ADMIN, '0')},
                :epoch + interval '{SPAN_DAYS + 10} days' + make_interval(secs => a * 0.01)
-        from generate_series(0, :A - 1) a"""), p)
+        from generate_series(cast(0 as bigint), :A - 1) a"""), p)
     x(sa.text(f"""insert into admin_audit_logs (id, actor_user_id, action, target_entity_id, target_entity_type,
             before_state, after_state, reason, created_at)
         select {_U(K_AUDIT, 'a')}, {_U(K_ADMIN, '0')}, 'wallet.adjust', cast({_U(K_WALLET, 'a % :W')} as text),
                'wallet', null, jsonb_build_object('points', 10), 'generated goodwill adjustment',
                :epoch + interval '{SPAN_DAYS + 10} days' + make_interval(secs => a * 0.01)
-        from generate_series(0, :A - 1) a"""), p)
+        from generate_series(cast(0 as bigint), :A - 1) a"""), p)
     n_zero = int(x(sa.text("select count(*) from _g where pts = 0")).scalar_one())
     return {"tenants": int(p["T"]), "wallets": int(p["W"]), "transactions": n_txn + n_anon,
             "reward_events": n_txn + n_rev + int(p["R"]),
@@ -261,7 +261,7 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
 
 def _drift(conn: Connection, p: dict[str, Any], rate: float) -> int:
     result = conn.execute(sa.text(f"""update wallets set points_balance = points_balance + 1 + w % 7
-        from generate_series(0, :W - 1) w
+        from generate_series(cast(0 as bigint), :W - 1) w
         where wallets.id = {_U(K_WALLET, 'w')} and (w * 2654435761) % 1000000 < :ppm"""),
                           {**p, "ppm": int(rate * 1_000_000)})
     return int(result.rowcount or 0)
