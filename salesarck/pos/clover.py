@@ -37,6 +37,7 @@ MAX_WINDOW = timedelta(days=90)
 PAYMENT_EXPAND = "refunds,order,tender,order.lineItems,order.customers"
 REQUESTS_PER_SECOND = 16
 CONCURRENT_PER_TOKEN = 5
+WINDOW_SECONDS = 1.1  # Clover counts per second on its side; a margin absorbs network jitter
 MAX_OFFSET = 10_000_000  # a safety net: no real window holds ten million payments
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -91,12 +92,12 @@ class TokenRateLimiter:
         while True:
             with self._lock:
                 now = time.monotonic()
-                while self._sent and now - self._sent[0] >= 1.0:
+                while self._sent and now - self._sent[0] >= WINDOW_SECONDS:
                     self._sent.popleft()
                 if len(self._sent) < self.rate:
                     self._sent.append(now)
                     return
-                wait = 1.0 - (now - self._sent[0])
+                wait = WINDOW_SECONDS - (now - self._sent[0])
             time.sleep(max(wait, 0.001))
 
     def release(self) -> None:
