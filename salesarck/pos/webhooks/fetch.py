@@ -33,8 +33,8 @@ class Fetcher(Protocol):
 
     def square_refund(self, tenant_id: uuid.UUID, merchant_id: str, refund_id: str) -> dict[str, Any]: ...
 
-    def square_enrich(self, tenant_id: uuid.UUID, merchant_id: str, raw: dict[str, Any],
-                      record: PaymentRecord) -> PaymentRecord: ...
+    def square_enrich(self, tenant_id: uuid.UUID, merchant_id: str,
+                      items: list[tuple[dict[str, Any], PaymentRecord]]) -> dict[str, PaymentRecord | str]: ...
 
     def close(self) -> None: ...
 
@@ -43,9 +43,11 @@ class _SkipCollector:
     """Stands in for a sync lease where the enrichment reports a record it had to skip."""
 
     def __init__(self) -> None:
+        self.ids: list[str | None] = []
         self.reasons: list[str] = []
 
     def add_skipped(self, provider_id: str | None, reason: str) -> None:
+        self.ids.append(provider_id)
         self.reasons.append(reason)
 
 
@@ -58,7 +60,7 @@ class ProviderFetcher:
     client_factory: Callable[[str, SecretStr], Any] | None = None
     _clover: dict[str, Any] = field(default_factory=dict)
     _square: dict[str, Any] = field(default_factory=dict)
-    _square_ctx: dict[str, Any] = field(default_factory=dict)
+    _square_ctx: dict[Any, Any] = field(default_factory=dict)
 
     def _connection(self, provider: str, merchant_id: str) -> conns.ConnectionInfo:
         with self.engine.connect() as conn:
@@ -133,22 +135,33 @@ class ProviderFetcher:
         result: dict[str, Any] = self._square_call(merchant_id, lambda c: c.get_refund(refund_id))
         return result
 
-    def square_enrich(self, tenant_id: uuid.UUID, merchant_id: str, raw: dict[str, Any],
-                      record: PaymentRecord) -> PaymentRecord:
-        """The sync's enrichment of one payment: line items, customer email/phone, exact refunds."""
+    def square_enrich(self, tenant_id: uuid.UUID, merchant_id: str,
+                      items: list[tuple[dict[str, Any], PaymentRecord]]) -> dict[str, PaymentRecord | str]:
+        """The sync's enrichment of a merchant's payments in one go (one orders batch, cached customers
+        and refunds): payment id -> enriched record, or the reason it could not be enriched."""
         from salesarck.pos.sync import _enrich, _EnrichCache
 
         session = self._square_session(merchant_id)
         ctx, collector = self._square_ctx[merchant_id]
-        collector.reasons.clear()
-        try:
-            out = _enrich(ctx, session, [(raw, record, None)], _EnrichCache())
-        except ConnectionAuthError as exc:
-            self._auth_failed(ctx.connection, exc)
-            raise
-        if not out:
-            raise SalesarckError("; ".join(collector.reasons) or "the payment could not be enriched")
-        return out[0]
+        cache = self._square_ctx.setdefault(("cache", merchant_id), _EnrichCache())
+        out: dict[str, PaymentRecord | str] = {}
+        for start in range(0, len(items), 100):  # orders batch-retrieve takes 100 ids
+            chunk = items[start:start + 100]
+            collector.reasons.clear()
+            collector.ids.clear()
+            try:
+                enriched = _enrich(ctx, session, [(raw, rec, None) for raw, rec in chunk], cache)
+            except ConnectionAuthError as exc:
+                self._auth_failed(ctx.connection, exc)
+                raise
+            for rec in enriched:
+                out[rec.provider_payment_id] = rec
+            for pid, reason in zip(collector.ids, collector.reasons, strict=True):
+                if pid is not None:
+                    out[pid] = reason
+        for _raw, rec in items:
+            out.setdefault(rec.provider_payment_id, "the payment could not be enriched")
+        return out
 
     def close(self) -> None:
         for s in [*self._clover.values(), *self._square.values()]:

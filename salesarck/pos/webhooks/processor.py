@@ -68,6 +68,7 @@ class _Work:
     note: str | None = None
     error: str | None = None
     permanent: bool = False
+    to_enrich: tuple[str, dict[str, Any]] | None = None  # (merchant, raw Square payment)
 
 
 @dataclass
@@ -156,8 +157,8 @@ def _resolve_square(row: Any, work: _Work, fetcher: Fetcher | None) -> None:
                     raise PermanentEventError("payment event without the payment object or its id")
                 pay = fetcher.square_payment(work.tenant_id, _merchant(row), object_id)
             record = map_square_payment(pay)
-            if fetcher is not None:  # the sync's enrichment: line items, customer email/phone, exact refunds
-                record = fetcher.square_enrich(work.tenant_id, _merchant(row), pay, record)
+            if fetcher is not None:  # enriched per batch like the sync: line items, customer, exact refunds
+                work.to_enrich = (_merchant(row), pay)
             work.payments.append(record)
         elif kind == "refund":
             ref = obj.get("refund")
@@ -220,6 +221,37 @@ def _resolve(row: Any, fetcher: Fetcher | None) -> _Work:
         log.exception("webhook event %s failed to resolve", row.id)
         work.error = f"{type(exc).__name__}"
     return work
+
+
+def _enrich_square(works: list[_Work], fetcher: Fetcher) -> None:
+    """Square payments get the sync's enrichment, one call per merchant for the whole batch."""
+    by_merchant: dict[tuple[uuid.UUID, str], list[_Work]] = defaultdict(list)
+    for w in works:
+        if w.error is None and w.to_enrich is not None:
+            by_merchant[(w.tenant_id, w.to_enrich[0])].append(w)
+    for (tenant_id, merchant), items in by_merchant.items():
+        try:
+            got = fetcher.square_enrich(tenant_id, merchant,
+                                        [(w.to_enrich[1], w.payments[0]) for w in items if w.to_enrich])
+        except ProviderHTTPError as exc:
+            for w in items:
+                w.error = str(exc)[:MAX_ERROR_CHARS]
+            continue
+        except SalesarckError as exc:
+            for w in items:
+                w.error = str(exc)[:MAX_ERROR_CHARS]
+            continue
+        except Exception as exc:
+            log.exception("enriching Square payments of merchant %s failed", merchant)
+            for w in items:
+                w.error = type(exc).__name__
+            continue
+        for w in items:
+            res = got.get(w.payments[0].provider_payment_id)
+            if isinstance(res, PaymentRecord):
+                w.payments = [res]
+            else:
+                w.error = (res or "the payment could not be enriched")[:MAX_ERROR_CHARS]
 
 
 # --- posting ------------------------------------------------------------------------------------
@@ -334,6 +366,8 @@ def process_batch(
         if not rows:
             return result
         works = [_resolve(r, fetcher) for r in rows]
+        if fetcher is not None:
+            _enrich_square(works, fetcher)
         by_tenant: dict[uuid.UUID, list[_Work]] = defaultdict(list)
         for w in works:
             if w.error is None and (w.payments or w.refunds):
