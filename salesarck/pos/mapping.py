@@ -57,9 +57,14 @@ def _text(obj: dict[str, Any], key: str, *, required: bool = False, limit: int =
 
 
 def _id(obj: dict[str, Any], key: str) -> str:
-    value = _text(obj, key, required=True, limit=MAX_ID_CHARS)
-    assert value is not None
-    if not value.strip() or any(ord(c) < 32 for c in value):
+    value = obj.get(key)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        if value is None or value == "":
+            raise ValidationError(f"missing {key}")
+        if not isinstance(value, str):
+            raise ValidationError(f"{key} must be a string")
+        raise ValidationError(f"{key} is longer than {MAX_ID_CHARS} characters")
+    if not value.isprintable() or not value.strip():
         raise ValidationError(f"{key} is blank or has control characters")
     return value
 
@@ -95,6 +100,7 @@ def _money(obj: dict[str, Any], key: str, *, required: bool) -> tuple[int, str] 
 
 
 def _rfc3339(obj: dict[str, Any], key: str, *, required: bool) -> datetime | None:
+    """RFC 3339 with an offset -> naive UTC (fast path for the common forms, else `parse_time`)."""
     raw = obj.get(key)
     if raw is None:
         if required:
@@ -102,6 +108,14 @@ def _rfc3339(obj: dict[str, Any], key: str, *, required: bool) -> datetime | Non
         return None
     if not isinstance(raw, str):
         raise ValidationError(f"{key} must be an RFC 3339 string")
+    if len(raw) <= 40:
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            offset = parsed.utcoffset()
+            return (parsed - offset if offset else parsed).replace(tzinfo=None)
     return parse_time(raw)
 
 

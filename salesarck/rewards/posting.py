@@ -152,14 +152,12 @@ drop table if exists pg_temp._sa_stage;
 create temp table _sa_stage (
     provider text not null, pid text not null, status text, is_completed boolean, is_voided boolean,
     amount integer, currency text, transaction_at timestamp, updated_at timestamp, location_id text,
-    customer_ref jsonb, line_items jsonb, email text, mobile text,
-    user_id uuid, txn_id uuid, is_new boolean not null default false,
-    prev_voided boolean, prev_updated_at timestamp, had_details boolean not null default false
+    customer_ref jsonb, line_items jsonb, email text, mobile text
 ) on commit drop;
 drop table if exists pg_temp._sa_stage_refunds;
 create temp table _sa_stage_refunds (
     provider text not null, pid text not null, refund_id text not null, amount integer not null,
-    status text not null, is_completed boolean not null, refunded_at timestamp, txn_id uuid
+    status text not null, is_completed boolean not null, refunded_at timestamp
 ) on commit drop;
 """
 
@@ -281,33 +279,49 @@ def _stage(conn: Connection, rows: Sequence[tuple[Any, ...]], refund_rows: Seque
 
 def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: PostingSummary) -> None:
     t = {"t": tenant_id}
-    # 1. customers: email first, then E.164 mobile; no match -> anonymous
-    _exec(conn, "update _sa_stage s set user_id = u.id from users u "
-                "where s.email is not null and lower(u.email) = s.email")
-    _exec(conn, "update _sa_stage s set user_id = u.id from users u "
-                "where s.user_id is null and s.mobile is not null and u.mobile = s.mobile")
-    # 2. transactions: completed payments only, dedup on the seed's unique key (sorted: no deadlocks)
+    # 1. customers (email first, then E.164 mobile; no match: anonymous) and transactions (completed
+    #    payments only, dedup on the seed's unique key, inserted in key order: no deadlocks), in one
+    #    statement that also maps every staged payment to its stored transaction
+    _exec(conn, "drop table if exists pg_temp._sa_tx")
     _exec(conn, """
-        with ins as (
+        create temp table _sa_tx on commit drop as
+        with em as (
+            select distinct on (lower(u.email)) lower(u.email) as email, u.id from users u
+            where lower(u.email) in (select email from _sa_stage where email is not null)
+            order by lower(u.email), u.id),
+        mo as (
+            select u.mobile, u.id from users u
+            where u.mobile in (select mobile from _sa_stage where mobile is not null)),
+        ins as (
             insert into transactions (tenant_id, user_id, provider, provider_transaction_id, amount_minor_units,
                                       currency, customer_ref, line_items, transaction_at, created_at)
-            select :t, user_id, provider, pid, amount, currency, customer_ref, line_items, transaction_at, (now() at time zone 'utc')
-            from _sa_stage where is_completed order by provider, pid
+            select :t, coalesce(em.id, mo.id), s.provider, s.pid, s.amount, s.currency, s.customer_ref, s.line_items,
+                   s.transaction_at, (now() at time zone 'utc')
+            from _sa_stage s left join em on em.email = s.email left join mo on mo.mobile = s.mobile
+            where s.is_completed order by s.provider, s.pid
             on conflict (tenant_id, provider, provider_transaction_id) do nothing
-            returning id, provider, provider_transaction_id)
-        update _sa_stage s set txn_id = ins.id, is_new = true
-        from ins where ins.provider = s.provider and ins.provider_transaction_id = s.pid""", t)
-    _exec(conn, "update _sa_stage s set txn_id = x.id from transactions x where s.txn_id is null "
-                "and x.tenant_id = :t and x.provider = s.provider and x.provider_transaction_id = s.pid", t)
-    # 3. provider details (side table): voids are sticky, status follows the newest report
-    _exec(conn, "update _sa_stage s set prev_voided = d.is_voided, prev_updated_at = d.provider_updated_at, "
-                "had_details = true from transaction_details d where d.transaction_id = s.txn_id")
+            returning id, provider, provider_transaction_id, user_id)
+        select s.provider, s.pid, s.status, s.is_completed, s.is_voided, s.updated_at, s.location_id,
+               coalesce(ins.id, x.id) as txn_id, ins.id is not null as is_new, coalesce(ins.user_id, x.user_id) as user_id,
+               d.is_voided as prev_voided, d.provider_updated_at as prev_updated_at,
+               d.transaction_id is not null as had_details
+        from _sa_stage s
+        left join ins on ins.provider = s.provider and ins.provider_transaction_id = s.pid
+        left join transactions x on ins.id is null and x.tenant_id = :t and x.provider = s.provider
+                                and x.provider_transaction_id = s.pid
+        left join transaction_details d on d.transaction_id = x.id""", t)
+    # a row a concurrent batch committed while we waited on its key is not in this statement's snapshot
+    _exec(conn, "update _sa_tx s set txn_id = x.id, user_id = x.user_id from transactions x "
+                "where s.txn_id is null and s.is_completed and x.tenant_id = :t and x.provider = s.provider "
+                "and x.provider_transaction_id = s.pid", t)
+    # 2. provider details (side table): voids are sticky, status follows the newest report
     _exec(conn, """
         insert into transaction_details as d (transaction_id, location_id, provider_status, provider_updated_at,
                                               is_voided, voided_at, arrival, first_seen_at, last_seen_at)
         select txn_id, location_id, status, updated_at, coalesce(is_voided, false),
-               case when is_voided then (now() at time zone 'utc') end, :arrival, (now() at time zone 'utc'), (now() at time zone 'utc')
-        from _sa_stage where txn_id is not null order by txn_id
+               case when is_voided then (now() at time zone 'utc') end, :arrival, (now() at time zone 'utc'),
+               (now() at time zone 'utc')
+        from _sa_tx where txn_id is not null order by txn_id
         on conflict (transaction_id) do update set
             location_id = coalesce(excluded.location_id, d.location_id),
             provider_status = case when d.provider_updated_at is null or excluded.provider_updated_at is null
@@ -316,7 +330,7 @@ def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: 
             provider_updated_at = greatest(d.provider_updated_at, excluded.provider_updated_at),
             is_voided = d.is_voided or excluded.is_voided,
             voided_at = coalesce(d.voided_at, excluded.voided_at),
-            last_seen_at = excluded.last_seen_at""", {**t, "arrival": arrival})
+            last_seen_at = excluded.last_seen_at""", {"arrival": arrival})
     counts = _exec(conn, """
         select count(*) filter (where is_new) as inserted,
                count(*) filter (where is_new and user_id is null) as anonymous,
@@ -325,22 +339,29 @@ def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: 
                count(*) filter (where had_details and updated_at > prev_updated_at) as updated,
                count(*) filter (where txn_id is not null and not is_new and is_voided
                                 and not coalesce(prev_voided, false)) as voided
-        from _sa_stage""").one()
+        from _sa_tx""").one()
     summary.inserted += counts.inserted
     summary.anonymous += counts.anonymous
     summary.duplicates += counts.duplicates
     summary.not_completed += counts.not_completed
     summary.updated += counts.updated
     summary.voided += counts.voided
-    # 4. refunds (side table): recorded once per provider refund id; completion is sticky; an
+    # 3. refunds (side table): recorded once per provider refund id; completion is sticky; an
     #    exact amount from a refund object replaces a provisional split of a payment's total
-    _exec(conn, "update _sa_stage_refunds r set txn_id = x.id from transactions x "
-                "where x.tenant_id = :t and x.provider = r.provider and x.provider_transaction_id = r.pid", t)
+    _exec(conn, "drop table if exists pg_temp._sa_ref")
+    _exec(conn, """
+        create temp table _sa_ref on commit drop as
+        select r.*, coalesce(s.txn_id, x.id) as txn_id, coalesce(s.user_id, x.user_id) as user_id
+        from _sa_stage_refunds r
+        left join _sa_tx s on s.provider = r.provider and s.pid = r.pid and s.txn_id is not null
+        left join transactions x on s.txn_id is null and x.tenant_id = :t and x.provider = r.provider
+                                and x.provider_transaction_id = r.pid""", t)
     rec = _exec(conn, """
         insert into transaction_refunds as tr (tenant_id, provider, provider_refund_id, transaction_id,
             amount_minor_units, status, is_completed, refunded_at, created_at, updated_at)
-        select :t, provider, refund_id, txn_id, amount, status, is_completed, refunded_at, (now() at time zone 'utc'), (now() at time zone 'utc')
-        from _sa_stage_refunds where txn_id is not null order by provider, refund_id
+        select :t, provider, refund_id, txn_id, amount, status, is_completed, refunded_at,
+               (now() at time zone 'utc'), (now() at time zone 'utc')
+        from _sa_ref where txn_id is not null order by provider, refund_id
         on conflict (tenant_id, provider, provider_refund_id) do update set
             amount_minor_units = case
                 when tr.is_completed and tr.status <> 'REPORTED_SPLIT' then tr.amount_minor_units
@@ -356,13 +377,40 @@ def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: 
             updated_at = excluded.updated_at
         returning (xmax = 0) as inserted""", t).all()
     summary.refunds_recorded += sum(1 for r in rec if r.inserted)
-    summary.refunds_unmatched += _exec(conn, "select count(*) from _sa_stage_refunds where txn_id is null").scalar_one()
-    # 5. the transactions this batch touched, then events
+    summary.refunds_unmatched += _exec(conn, "select count(*) from _sa_ref where txn_id is null").scalar_one()
+    # 4. the transactions this batch touched, then their events
     _exec(conn, "drop table if exists pg_temp._sa_aff")
-    _exec(conn, "create temp table _sa_aff on commit drop as select distinct txn_id from ("
-                "select txn_id from _sa_stage where txn_id is not null union all "
-                "select txn_id from _sa_stage_refunds where txn_id is not null) a")
+    _exec(conn, "create temp table _sa_aff on commit drop as select txn_id, user_id, bool_or(is_new) as is_new "
+                "from (select txn_id, user_id, is_new from _sa_tx where txn_id is not null union all "
+                "select txn_id, user_id, false from _sa_ref where txn_id is not null) a group by txn_id, user_id")
     _post_events(conn, tenant_id, summary)
+
+
+_ACCRUE = """
+    with ev as (
+        insert into reward_events (wallet_id, transaction_id, rule_version_id, points_earned, points_redeemed,
+                                   created_at)
+        select wallet_id, txn_id, rule_id, points, 0, (now() at time zone 'utc') from _sa_post order by txn_id),
+    lg as (
+        insert into wallet_ledger (wallet_id, entry_type, points, description, source_transaction_id, created_at)
+        select wallet_id, 'credit', points, 'accrual', txn_id, (now() at time zone 'utc') from _sa_post
+        where points > 0 order by txn_id)
+    update wallets w set points_balance = w.points_balance + s.delta, updated_at = (now() at time zone 'utc')
+    from (select wallet_id, sum(points)::integer as delta from _sa_post where points > 0 group by wallet_id) s
+    where w.id = s.wallet_id"""
+
+_REVERSE = """
+    with ev as (
+        insert into reward_events (wallet_id, transaction_id, rule_version_id, points_earned, points_redeemed,
+                                   created_at)
+        select wallet_id, txn_id, rule_version_id, -points, 0, (now() at time zone 'utc') from _sa_rev order by txn_id),
+    lg as (
+        insert into wallet_ledger (wallet_id, entry_type, points, description, source_transaction_id, created_at)
+        select wallet_id, 'debit', points, description, txn_id, (now() at time zone 'utc') from _sa_rev
+        order by txn_id)
+    update wallets w set points_balance = w.points_balance - s.delta, updated_at = (now() at time zone 'utc')
+    from (select wallet_id, sum(points)::integer as delta from _sa_rev group by wallet_id) s
+    where w.id = s.wallet_id"""
 
 
 def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary) -> None:
@@ -371,16 +419,14 @@ def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary
     # get-or-create wallets in user order, then lock them in id order: consistent lock order
     _exec(conn, """
         insert into wallets (tenant_id, user_id, points_balance, status, created_at)
-        select distinct :t, x.user_id, 0, 'active', (now() at time zone 'utc')
-        from _sa_aff a join transactions x on x.id = a.txn_id
-        where x.user_id is not null order by 2
+        select :t, user_id, 0, 'active', (now() at time zone 'utc')
+        from (select distinct user_id from _sa_aff where user_id is not null) u order by user_id
         on conflict (tenant_id, user_id) do nothing""", t)
     _exec(conn, """
         select w.id from wallets w
-        where w.tenant_id = :t and w.user_id in (
-            select x.user_id from _sa_aff a join transactions x on x.id = a.txn_id where x.user_id is not null)
+        where w.tenant_id = :t and w.user_id in (select user_id from _sa_aff where user_id is not null)
         order by w.id for update""", t)
-    # accruals: known customer, rule in force at transaction_at, no accrual yet
+    # accruals: known customer, rule in force at transaction_at, no accrual yet (new rows have none)
     _exec(conn, "drop table if exists pg_temp._sa_post")
     _exec(conn, """
         create temp table _sa_post on commit drop as
@@ -396,39 +442,36 @@ def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary
             select rr.id, rr.rule_config from reward_rules rr
             where rr.tenant_id = x.tenant_id and rr.effective_from <= x.transaction_at
             order by rr.effective_from desc, rr.version desc limit 1) r on true
-        where x.user_id is not null
-          and not exists (select 1 from reward_events e
-                          where e.transaction_id = x.id and coalesce(e.points_redeemed, 0) = 0)""")
-    _exec(conn, """
-        insert into reward_events (wallet_id, transaction_id, rule_version_id, points_earned, points_redeemed,
-                                   created_at)
-        select wallet_id, txn_id, rule_id, points, 0, (now() at time zone 'utc') from _sa_post order by txn_id""")
-    _exec(conn, """
-        insert into wallet_ledger (wallet_id, entry_type, points, description, source_transaction_id, created_at)
-        select wallet_id, 'credit', points, 'accrual', txn_id, (now() at time zone 'utc') from _sa_post where points > 0
-        order by txn_id""")
+        where a.user_id is not null
+          and (a.is_new or not exists (select 1 from reward_events e
+                                       where e.transaction_id = x.id and coalesce(e.points_redeemed, 0) = 0))""")
+    _exec(conn, _ACCRUE)
     acc = _exec(conn, "select count(*) as n, coalesce(sum(points), 0) as pts from _sa_post").one()
     summary.accruals += acc.n
     summary.points_credited += int(acc.pts)
-    _move_snapshots(conn, "_sa_post")
-    # reversals: move each accrued transaction's net points down to its target
+    # reversals: transactions with completed refunds or a void move their net points to the target
     _exec(conn, "drop table if exists pg_temp._sa_rev")
     _exec(conn, """
         create temp table _sa_rev on commit drop as
-        with acc as (
+        with cand as (
+            select a.txn_id from _sa_aff a
+            where a.user_id is not null
+              and (exists (select 1 from transaction_refunds tr where tr.transaction_id = a.txn_id and tr.is_completed)
+                   or exists (select 1 from transaction_details d where d.transaction_id = a.txn_id and d.is_voided))),
+        acc as (
             select distinct on (e.transaction_id) e.transaction_id, e.wallet_id, e.rule_version_id
-            from reward_events e join _sa_aff a on a.txn_id = e.transaction_id
+            from reward_events e join cand on cand.txn_id = e.transaction_id
             where coalesce(e.points_redeemed, 0) = 0
             order by e.transaction_id, e.created_at, e.id),
         net as (
             select e.transaction_id, sum(coalesce(e.points_earned, 0)) as net
-            from reward_events e join _sa_aff a on a.txn_id = e.transaction_id
+            from reward_events e join cand on cand.txn_id = e.transaction_id
             where coalesce(e.points_redeemed, 0) = 0 group by e.transaction_id),
         ref as (
             select tr.transaction_id, sum(tr.amount_minor_units) as refunded,
                    (array_agg(tr.provider_refund_id order by tr.refunded_at desc nulls last,
                               tr.created_at desc, tr.provider_refund_id desc))[1] as last_refund_id
-            from transaction_refunds tr join _sa_aff a on a.txn_id = tr.transaction_id
+            from transaction_refunds tr join cand on cand.txn_id = tr.transaction_id
             where tr.is_completed group by tr.transaction_id),
         target as (
             select acc.transaction_id, acc.wallet_id, acc.rule_version_id, net.net,
@@ -446,36 +489,12 @@ def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary
                voided, case when voided or last_refund_id is null then 'void'
                             else 'refund:' || last_refund_id end as description
         from target where target is not null and net > target""")
-    _exec(conn, """
-        insert into reward_events (wallet_id, transaction_id, rule_version_id, points_earned, points_redeemed,
-                                   created_at)
-        select wallet_id, txn_id, rule_version_id, -points, 0, (now() at time zone 'utc') from _sa_rev order by txn_id""")
-    _exec(conn, """
-        insert into wallet_ledger (wallet_id, entry_type, points, description, source_transaction_id, created_at)
-        select wallet_id, 'debit', points, description, txn_id, (now() at time zone 'utc') from _sa_rev order by txn_id""")
+    _exec(conn, _REVERSE)
     rev = _exec(conn, "select count(*) as n, count(*) filter (where not voided) as refunds, "
                       "coalesce(sum(points), 0) as pts from _sa_rev").one()
     summary.reversals += rev.n
     summary.refunds_applied += rev.refunds
     summary.points_debited += int(rev.pts)
-    _move_snapshots(conn, "_sa_rev")
-
-
-_MOVE_SNAPSHOTS = {
-    "_sa_post": """
-        update wallets w set points_balance = w.points_balance + s.delta, updated_at = (now() at time zone 'utc')
-        from (select wallet_id, sum(points)::integer as delta from _sa_post where points > 0 group by wallet_id) s
-        where w.id = s.wallet_id and s.delta <> 0""",
-    "_sa_rev": """
-        update wallets w set points_balance = w.points_balance - s.delta, updated_at = (now() at time zone 'utc')
-        from (select wallet_id, sum(points)::integer as delta from _sa_rev group by wallet_id) s
-        where w.id = s.wallet_id and s.delta <> 0""",
-}
-
-
-def _move_snapshots(conn: Connection, table: str) -> None:
-    """Atomic `points_balance = points_balance + n` per wallet (rows already locked)."""
-    _exec(conn, _MOVE_SNAPSHOTS[table])
 
 
 def accrue(conn: Connection, transaction_id: uuid.UUID) -> int:
@@ -489,7 +508,8 @@ def accrue(conn: Connection, transaction_id: uuid.UUID) -> int:
     if row is None:
         raise NotFound(f"no transaction {transaction_id}")
     _exec(conn, "drop table if exists pg_temp._sa_aff")
-    _exec(conn, "create temp table _sa_aff on commit drop as select cast(:i as uuid) as txn_id", {"i": transaction_id})
+    _exec(conn, "create temp table _sa_aff on commit drop as select id as txn_id, user_id, false as is_new "
+                "from transactions where id = :i", {"i": transaction_id})
     summary = PostingSummary()
     _post_events(conn, row.tenant_id, summary)
     return summary.points_credited
