@@ -18,6 +18,21 @@ APP = str(ROOT / "app.py")
 TIMEOUT = 60
 
 
+@pytest.fixture(autouse=True)
+def _like_a_running_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest re-detects the legacy `pages/` mode on every run; a server does it once, and our
+    first `st.navigation` call turns it off for good (the first-load case is proven in the browser)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 @pytest.fixture
 def world(test_env: object, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[app_seed.World]:
     w = app_seed.build(engine)
@@ -106,6 +121,7 @@ def test_every_page_for_every_role(world: app_seed.World, monkeypatch: pytest.Mo
         at = run_as(monkeypatch, world.emails[role], page.path)  # type: ignore[attr-defined]
         assert_clean(at)
         assert [t.value for t in at.title] == [PAGE_MARKERS[page.key]]  # type: ignore[attr-defined]
+        assert sidebar_links(at) == EXPECTED[role]
     else:
         at = run_as(monkeypatch, world.emails[role])
         with pytest.raises(ValueError, match="Could not find a navigation page"):
@@ -148,8 +164,10 @@ def test_wallet_page_shows_drift_and_history(world: app_seed.World, monkeypatch:
     assert_clean(at)
     assert any("Search for a wallet" in i.value for i in at.info)
     at.text_input[0].input("carol").run()
-    at.button[0].click().run() if at.button else None
+    assert [b.label for b in at.button] == ["Open wallet"]
+    at.button[0].click().run()
     assert_clean(at)
+    assert sidebar_links(at) == EXPECTED["client"]  # the page ran inside app.py's navigation
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Snapshot (points_balance)"] == "130 pts"
     assert metrics["Ledger balance"] == "120 pts"

@@ -25,8 +25,26 @@ def establish() -> tuple[Identity | None, Access]:
     return identity, access
 
 
+def _leave_legacy_pages_mode() -> None:
+    """Hand a deep link on a fresh server's first load back to `app.py`.
+
+    Streamlit decides per process, before `st.navigation` has ever run, whether a `pages/` folder
+    means the legacy multipage mode; in that mode a first load of `/rewards` runs
+    `pages/rewards.py` alone, without app.py's identity, navigation or banner. `st.navigation`
+    clears the flag, so when a page sees it still set, app.py has not run: clear it and rerun.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future Streamlit without the legacy mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def page_actor(page_key: str) -> Actor:
     """The actor for a page, or a polite stop when this actor may not open it."""
+    _leave_legacy_pages_mode()
     spec = BY_KEY[page_key]
     actor = st.session_state.get(_ACTOR)
     if actor is None and _IDENTITY not in st.session_state:  # page run on its own, not via app.py
