@@ -95,7 +95,7 @@ def reconcile(click_ctx: click.Context, tenant: str | None, backend: str, checks
                 report.to_json(out_path)
     if fmt == "json" and out_path is not None and out_path.suffix == ".parquet":
         report.to_parquet(out_path)
-    click_ctx.exit(report.exit_code)
+    sys.exit(report.exit_code)
 
 
 @reconcile.command("repair")
