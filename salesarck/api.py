@@ -46,11 +46,15 @@ _CREDENTIALS_READER = Actor(
 
 
 def make_readonly(engine: Engine, *, pooler: bool) -> Engine:
-    """Make the database refuse writes on every connection of `engine`.
+    """Make the database refuse writes on every connection and transaction of `engine`.
 
-    Direct connections get READ ONLY as their session default when they are opened; behind a
-    transaction pooler (session state does not survive there) every transaction is also started
-    READ ONLY. Writes then fail in PostgreSQL with "cannot execute ... in a read-only transaction".
+    Three layers, all enforced by PostgreSQL: each new connection gets READ ONLY as its session
+    default (covers autocommit statements); each checkout sets the driver's `read_only` so
+    psycopg opens transactions with BEGIN READ ONLY (covers raw DBAPI use); and every transaction
+    SQLAlchemy begins runs `SET TRANSACTION READ ONLY` first, which also overrides SQLAlchemy's own
+    `postgresql_readonly` reset (it would otherwise send BEGIN READ WRITE) and works behind a
+    transaction pooler, where session state does not survive. Writes then fail with "cannot
+    execute ... in a read-only transaction".
     """
 
     @event.listens_for(engine, "connect")
@@ -60,16 +64,26 @@ def make_readonly(engine: Engine, *, pooler: bool) -> Engine:
         try:
             with dbapi_conn.cursor() as cur:
                 cur.execute("set session characteristics as transaction read only")
-                cur.execute("set default_transaction_read_only = on")
         finally:
             dbapi_conn.autocommit = autocommit
+        dbapi_conn.read_only = True
 
-    if pooler:
+    @event.listens_for(engine, "checkout")
+    def _driver_read_only(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_conn.read_only = True
 
-        @event.listens_for(engine, "begin")
-        def _transaction_read_only(conn: Connection) -> None:
-            conn.exec_driver_sql("set transaction read only")
+    @event.listens_for(engine, "begin")
+    def _transaction_read_only(conn: Connection) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
+        if dbapi_conn is None or dbapi_conn.autocommit:  # autocommit: the session default applies
+            return
+        cur = dbapi_conn.cursor()  # a plain cursor: not the caller's stream_results options
+        try:
+            cur.execute("set transaction read only")
+        finally:
+            cur.close()
 
+    _ = pooler  # every layer above is pooler-safe; kept for callers that know the mode
     return engine
 
 

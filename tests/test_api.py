@@ -428,3 +428,29 @@ def test_wallet_balance_series_and_snapshot(db: SalesArck, data: dict[str, Any])
     series = db.wallet_balance(data["a"]["wallets"][0])
     assert list(series["balance"]) == [10, 30, 60, 55]
     assert series.attrs["snapshot"] == 55 and series.attrs["drift"] == 0
+
+
+def test_readonly_survives_sqlalchemys_readonly_option_and_reset(test_env: URL, engine: Engine,
+                                                                 data: dict[str, Any]) -> None:
+    """SQLAlchemy resets `postgresql_readonly` by sending BEGIN READ WRITE on the next transaction:
+    the session must stay read-only through that, an explicit `postgresql_readonly=False`, raw DBAPI
+    use and autocommit."""
+    before = _count(engine, "tenants")
+    with salesarck.connect() as db:
+        with db.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                conn.execute(sa.text("select 1"))
+        for options in ({}, {"postgresql_readonly": False}, {"isolation_level": "AUTOCOMMIT"}):
+            with db.engine.connect() as conn:
+                conn = conn.execution_options(**options)
+                with pytest.raises(DBAPIError, match="read-only transaction"):
+                    conn.execute(sa.text("insert into tenants (name) values ('sneaky')"))
+                    conn.commit()
+        raw = db.engine.raw_connection()
+        try:
+            with pytest.raises(Exception, match="read-only transaction"):
+                raw.cursor().execute("insert into tenants (name) values ('sneaky')")
+        finally:
+            raw.close()
+    assert _count(engine, "tenants") == before
