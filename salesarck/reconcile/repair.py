@@ -280,7 +280,7 @@ def list_requests(engine: Engine | Connection, *, actor: Actor, status: str | No
             "select r.id as request_id, r.status, r.tenant_id, r.wallet_ids, r.reason, u.email as requested_by,"
             " r.requested_at, d.email as decided_by, r.decided_at, r.decision_reason"
             " from repair_requests r join users u on u.id = r.requested_by left join users d on d.id = r.decided_by"
-            " where (:s is null or r.status = :s) order by r.requested_at desc limit 500"),
+            " where (cast(:s as text) is null or r.status = :s) order by r.requested_at desc limit 500"),
             {"s": status}).mappings().all()
     return pd.DataFrame([dict(r) for r in rows])
 
