@@ -131,17 +131,21 @@ with friendly():
 if actor.can(Permission.REPAIR):
     st.subheader("Repair")
     with friendly():
-        rep = ops.repair_module()
-        if rep is None:
+        policy = ops.approval_required()
+        if policy is None:
             empty_state("Repair is not installed in this build.")
-        elif d.empty:
+            st.stop()
+        st.caption("Repair sets a drifted wallet's snapshot to its ledger balance, under a row lock, with one "
+                   "audit row per wallet. " + ("Approval is ON: a repair files a request that a different admin "
+                                               "approves." if policy else "Approval is OFF: repairs apply at once."))
+        if d.empty:
             st.caption("Nothing to repair in the selected run and filters.")
         else:
             with st.form("repair"):
-                wallets = st.multiselect("Wallets to repair (snapshot := ledger balance)", list(d["wallet_id"]),
-                                         default=list(d["wallet_id"])[:1])
+                wallets = st.multiselect("Wallets to repair", list(d["wallet_id"]), default=list(d["wallet_id"])[:1])
                 reason = st.text_area("Reason (required; recorded in the audit log)", max_chars=2000)
-                go = st.form_submit_button("Repair", type="primary", icon=":material/build:")
+                go = st.form_submit_button("Request repair" if policy else "Repair", type="primary",
+                                           icon=":material/build:")
             if go:
                 if not reason.strip():
                     st.error("A reason is required to repair.")
@@ -149,4 +153,37 @@ if actor.can(Permission.REPAIR):
                     st.error("Pick at least one wallet.")
                 else:
                     out = ops.repair(actor, wallet_ids=list(wallets), reason=reason)
-                    st.success(f"Done: {out}", icon=":material/task_alt:")
+                    if out.status == "pending":
+                        st.success(f"Repair requested ({out.request_id}); another admin must approve it.",
+                                   icon=":material/pending_actions:")
+                    else:
+                        st.success(f"Repaired {len(out.wallets):,} wallet(s). The audit timeline shows each change.",
+                                   icon=":material/task_alt:")
+
+    with friendly():
+        pending = ops.repair_requests(actor, status="pending")
+        if pending is not None and not pending.empty:
+            st.markdown("**Pending repair requests**")
+            st.dataframe(pending, hide_index=True, width="stretch")
+            if actor.can(Permission.APPROVE_REPAIR):
+                with st.form("decide"):
+                    rid = st.selectbox("Request", list(pending["request_id"].astype(str)))
+                    why = st.text_input("Decision reason", max_chars=2000)
+                    c = st.columns(2)
+                    approve = c[0].form_submit_button("Approve and apply", type="primary")
+                    reject = c[1].form_submit_button("Reject")
+                if approve or reject:
+                    if reject and not why.strip():
+                        st.error("A reason is required to reject.")
+                    else:
+                        ops.decide_repair(actor, request_id=rid, approve=bool(approve), reason=why or "approved")
+                        st.success("Approved and applied." if approve else "Rejected.")
+
+    with friendly(), st.expander("Approval policy"):
+        with st.form("policy"):
+            want = st.toggle("Require a second admin's approval for repairs", value=bool(policy))
+            why = st.text_input("Reason for the change", max_chars=2000)
+            save = st.form_submit_button("Save policy")
+        if save:
+            ops.set_approval_policy(actor, required=want, reason=why)
+            st.success("Policy saved.")

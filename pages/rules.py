@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
+import pandas as pd
 import streamlit as st
 
 from salesarck import analytics
@@ -68,6 +69,10 @@ if preview or save:
         samples = ops.rule_preview(cfg, currency=currency, amounts_minor=[500, 2500, 10000])
         lines = [f"a {fmt_money(a, currency)} purchase earns **{p:,} points**" for a, p in samples]
         st.success("Valid. Under this rule " + "; ".join(lines) + ".", icon=":material/check_circle:")
+        sim = ops.simulate(actor, tenant_id=tenant_id, config=cfg, start=utcnow() - timedelta(days=30), end=utcnow())
+        if sim is not None and sim.totals:
+            st.markdown("**Last 30 days under this rule** (what was earned vs what this version would give)")
+            st.dataframe(pd.DataFrame([sim.totals]), hide_index=True, width="stretch")
         effective = datetime.combine(eff_day, time())
         if save:
             if not reason.strip():

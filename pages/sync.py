@@ -84,35 +84,55 @@ if not conns.empty:
 
 st.subheader("Worker")
 with friendly():
-    beat = ops.worker_heartbeat()
-    if beat is None:
+    beats = ops.worker_heartbeat()
+    if beats is None or beats.empty:
         empty_state("No worker heartbeat recorded. Start the scheduled worker with `salesarck worker`.")
     else:
-        st.json(beat if isinstance(beat, dict) else {"heartbeat": str(beat)}, expanded=False)
+        latest = beats.iloc[0]
+        alive = bool(latest.get("alive"))
+        (st.success if alive else st.warning)(
+            f"Worker {latest.get('worker_id')} on {latest.get('hostname')} is "
+            f"{'alive' if alive else 'not beating'} (state {latest.get('state')}, last beat "
+            f"{fmt_time(latest.get('beat_at'))}).", icon=":material/monitor_heart:")
+        with st.expander("All heartbeats"):
+            st.dataframe(beats, hide_index=True, width="stretch")
 
 st.subheader("Webhooks")
 with friendly():
-    kpis = query(actor, analytics.webhook_backlog)
-    c = st.columns(3)
-    c[0].metric("Unprocessed events", f"{kpis['webhook_backlog']:,}")
-    c[1].metric("Oldest unprocessed", fmt_time(kpis["webhook_backlog_oldest"]))
-    proc = ops.webhook_processor()
-    if proc is None:
+    backlog = ops.webhook_backlog(actor)
+    if backlog is None:
+        simple = query(actor, analytics.webhook_backlog)
+        backlog = {"pending": simple["webhook_backlog"], "oldest_pending_at": simple["webhook_backlog_oldest"]}
+    c = st.columns(4)
+    c[0].metric("Waiting to be processed", f"{int(backlog.get('pending', 0)):,}")
+    c[1].metric("Retrying", f"{int(backlog.get('retrying', 0)):,}")
+    c[2].metric("Dead letters", f"{int(backlog.get('dead_letters', 0)):,}")
+    c[3].metric("Oldest waiting", fmt_time(backlog.get("oldest_pending_at")))
+    if ops.webhook_processor() is None:
         st.caption("The webhook processor is not installed in this build.")
     elif actor.can(Permission.PROCESS_WEBHOOKS):
-        if c[2].button("Process now", icon=":material/play_arrow:", key="wh_process"):
+        if st.button("Process now", icon=":material/play_arrow:", key="wh_process"):
             with st.spinner("Processing webhook events…"):
                 out = ops.process_webhooks(actor)
-            st.success(f"Processed: {out}")
+            st.success(f"Processed {out.get('processed', 0):,} of {out.get('claimed', 0):,} claimed events: "
+                       f"{out.get('transactions_inserted', 0):,} new transactions, "
+                       f"{out.get('failed', 0):,} failed, {out.get('dead_lettered', 0):,} dead-lettered.",
+                       icon=":material/task_alt:")
         dead = ops.dead_letters(actor)
         st.markdown("**Dead letters**")
         if dead is None or dead.empty:
             st.caption("No dead letters.")
         else:
             st.dataframe(dead, hide_index=True, width="stretch")
-            if st.button("Replay dead letters", icon=":material/replay:", key="wh_replay"):
-                out = ops.replay_webhooks(actor)
-                st.success(f"Replayed: {out}")
+            chosen = st.multiselect("Events to replay", list(dead["id"]), default=list(dead["id"])[:10],
+                                    key="wh_replay_ids")
+            if st.button("Replay", icon=":material/replay:", key="wh_replay"):
+                since = dead["created_at"].min().to_pydatetime()
+                out = ops.replay_webhooks(actor, event_ids=list(chosen), since=since)
+                st.success(f"Replayed {out.get('selected', 0):,} events: {out.get('processed', 0):,} processed, "
+                           f"{out.get('signatures_failed', 0):,} signatures failed.", icon=":material/task_alt:")
+    else:
+        st.caption("Processing webhooks needs an operator or admin.")
 
 st.subheader("POS tie-out")
 with friendly():
@@ -120,17 +140,22 @@ with friendly():
     if tie is None or conns.empty:
         st.caption("Tie-out compares the provider's payments with stored transactions for a window "
                    "(needs a connection and the reconciliation engine).")
-    elif actor.can(Permission.VIEW_FINANCE):
+    else:
         with st.form("tieout"):
             c = st.columns(3)
             t_conn = c[0].selectbox("Connection", list(labels), format_func=labels.get)
-            t_from = c[1].date_input("From (tenant's days)", value=utcnow().date() - timedelta(days=7))
-            t_to = c[2].date_input("To (inclusive)", value=utcnow().date())
+            t_from = c[1].date_input("From", value=utcnow().date() - timedelta(days=7))
+            t_to = c[2].date_input("To (exclusive)", value=utcnow().date() + timedelta(days=1))
             go = st.form_submit_button("Tie out", icon=":material/fact_check:")
         if go:
-            with st.spinner("Listing the provider's payments…"):
-                result = ops.tieout(actor, connection_id=t_conn, start=t_from, end=t_to)
-            for name, frame in result.items():
-                st.markdown(f"**{name.replace('_', ' ').capitalize()}** ({len(frame):,})")
-                if len(frame):
-                    st.dataframe(frame, hide_index=True, width="stretch")
+            with st.spinner("Listing the provider's payments (read-only)…"):
+                result = ops.tieout(actor, connection_id=t_conn, start=t_from.isoformat(), end=t_to.isoformat())
+            (st.success if result.ties else st.warning)(
+                "Stored transactions tie out with the provider." if result.ties
+                else "Stored transactions do not tie out with the provider: see the differences.")
+            st.json(result.summary, expanded=False)
+            if not result.differences.empty:
+                st.markdown("**Differences**")
+                st.dataframe(result.differences, hide_index=True, width="stretch")
+            st.markdown("**Per location and day** (the tenant's time zone)")
+            st.dataframe(result.daily, hide_index=True, width="stretch")

@@ -104,22 +104,60 @@ def liability_rollforward(actor: Actor, *, tenant_id: uuid.UUID, start: datetime
     if lia is None:
         return None
     actor.require(Permission.VIEW_FINANCE, tenant_id)
-    with get_engine().connect() as conn:
-        return lia.liability_rollforward(conn, tenant_id=tenant_id, start=start, end=end, period="month")
+    return lia.liability_rollforward(get_engine(), tenant_id=tenant_id, start=start, end=end, period="month",
+                                     actor=actor)
 
 
 def repair_module() -> Any | None:
     return module("salesarck.reconcile.repair")
 
 
-def repair(actor: Actor, *, wallet_ids: list[uuid.UUID], reason: str) -> Any:
-    """Repair drifted wallets now, or file a request when the approval policy is on."""
+def _repair() -> Any:
     rep = repair_module()
     if rep is None:
         raise ValidationError("repair is not installed in this build")
-    result = rep.repair_wallets(get_engine(), actor=actor, wallet_ids=wallet_ids, reason=reason)
-    invalidate()
-    return result
+    return rep
+
+
+def repair(actor: Actor, *, wallet_ids: list[Any], reason: str) -> Any:
+    """Repair drifted wallets now, or file a request when the approval policy is on (status `pending`)."""
+    try:
+        return _repair().repair_wallets(get_engine(), actor=actor, wallet_ids=wallet_ids, reason=reason)
+    finally:
+        invalidate()
+
+
+def approval_required() -> bool | None:
+    rep = repair_module()
+    if rep is None:
+        return None
+    with get_engine().connect() as conn:
+        return bool(rep.approval_required(conn))
+
+
+def set_approval_policy(actor: Actor, *, required: bool, reason: str) -> bool:
+    try:
+        return bool(_repair().set_approval_policy(get_engine(), actor=actor, required=required, reason=reason))
+    finally:
+        invalidate()
+
+
+def repair_requests(actor: Actor, *, status: str | None = "pending") -> pd.DataFrame | None:
+    rep = repair_module()
+    if rep is None:
+        return None
+    return rep.list_requests(get_engine(), actor=actor, status=status)
+
+
+def decide_repair(actor: Actor, *, request_id: Any, approve: bool, reason: str) -> Any:
+    """Approve (and apply) or reject a pending repair request; a different admin than the requester."""
+    rep = _repair()
+    try:
+        if approve:
+            return rep.approve_repair(get_engine(), actor=actor, request_id=request_id, reason=reason)
+        return rep.reject_repair(get_engine(), actor=actor, request_id=request_id, reason=reason)
+    finally:
+        invalidate()
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -235,46 +273,65 @@ def webhook_processor() -> Any | None:
     return module("salesarck.pos.webhooks.processor")
 
 
-def worker_heartbeat() -> Any | None:
+def worker_heartbeat() -> pd.DataFrame | None:
+    """The scheduled worker's heartbeats, newest first, each with `alive`; None if not installed."""
     worker = module("salesarck.worker")
-    if worker is None:
+    if worker is None or not hasattr(worker, "worker_status"):
         return None
-    for name in ("heartbeat", "last_heartbeat", "worker_status"):
-        fn = getattr(worker, name, None)
-        if callable(fn):
-            return fn(get_engine())
-    return None
+    return pd.DataFrame(worker.worker_status(get_engine()))
 
 
-def process_webhooks(actor: Actor) -> Any:
-    """Process the webhook backlog now (PROCESS_WEBHOOKS)."""
+def webhook_backlog(actor: Actor) -> dict[str, Any] | None:
+    """Pending, retrying and dead-lettered webhook events in the actor's tenants (processor's view)."""
+    proc = webhook_processor()
+    if proc is None or not hasattr(proc, "backlog"):
+        return None
+    return dict(proc.backlog(get_engine(), actor=actor))
+
+
+def process_webhooks(actor: Actor) -> dict[str, Any]:
+    """Process the webhook backlog now (PROCESS_WEBHOOKS); returns the batch summary."""
     proc = webhook_processor()
     if proc is None:
         raise ValidationError("the webhook processor is not installed in this build")
     actor.require(Permission.PROCESS_WEBHOOKS)
-    out = proc.process_pending(get_engine(), actor=actor)
-    invalidate()
-    return out
+    try:
+        out = proc.process_pending(get_engine(), actor=actor, limit=50_000)
+    finally:
+        invalidate()
+    return dict(out.as_dict()) if hasattr(out, "as_dict") else {"result": str(out)}
 
 
-def dead_letters(actor: Actor) -> pd.DataFrame | None:
+def dead_letters(actor: Actor, *, limit: int = 200) -> pd.DataFrame | None:
     proc = webhook_processor()
-    if proc is None or not hasattr(proc, "list_dead_letters"):
+    if proc is None or not hasattr(proc, "list_events"):
         return None
-    return pd.DataFrame(proc.list_dead_letters(get_engine(), actor=actor))
+    return pd.DataFrame(proc.list_events(get_engine(), actor=actor, state="dead", limit=limit))
 
 
-def replay_webhooks(actor: Actor) -> Any:
+def replay_webhooks(actor: Actor, *, event_ids: list[uuid.UUID], since: datetime) -> dict[str, Any]:
+    """Re-verify and re-process the chosen events (dead letters); posting is idempotent."""
+    from salesarck.config import load_settings
+
     proc = webhook_processor()
     if proc is None:
         raise ValidationError("the webhook processor is not installed in this build")
-    out = proc.replay(get_engine(), actor=actor)
-    invalidate()
-    return out
+    actor.require(Permission.PROCESS_WEBHOOKS)
+    if not event_ids:
+        raise ValidationError("pick at least one event to replay")
+    try:
+        out = proc.replay(get_engine(), actor=actor, since=since, settings=load_settings(), event_ids=event_ids)
+    finally:
+        invalidate()
+    return dict(out.as_dict())
 
 
-def tieout(actor: Actor, *, connection_id: Any, start: Any, end: Any) -> dict[str, pd.DataFrame]:
+def tieout(actor: Actor, *, connection_id: Any, start: Any, end: Any) -> Any:
+    """POS tie-out for a window: the provider's payments vs stored transactions (read-only)."""
+    from salesarck.config import load_settings
+
     tie = module("salesarck.reconcile.tieout")
     if tie is None:
         raise ValidationError("the POS tie-out is not installed in this build")
-    return tie.tie_out(get_engine(), connection_id=connection_id, start=start, end=end, actor=actor)
+    return tie.pos_tieout(get_engine(), actor=actor, connection_id=connection_id, start=start, end=end,
+                          settings=load_settings())
