@@ -15,6 +15,7 @@ Ids are deterministic (`gen_id(kind, seed, n)`), so tests can name what was plan
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from salesarck.errors import ValidationError
 from salesarck.jsonutil import dumps
+
+log = logging.getLogger(__name__)
 
 MAX_TENANTS = 10_000
 MAX_WALLETS = 50_000_000
@@ -54,6 +57,19 @@ def gen_id(kind: int, seed: int, n: int) -> uuid.UUID:
 
 def _U(kind: int, expr: str) -> str:  # noqa: N802
     return f"cast('{kind:08x}-' || :seedhex || '-4000-8000-' || lpad(to_hex({expr}), 12, '0') as uuid)"
+
+
+def _pts(amount: str) -> str:
+    """Points for `amount` (USD, exponent 2) under the rule params of `rp`: salesarck_points inlined."""
+    v = f"(cast({amount} as numeric) * rp.rate * 0.01)"
+    rounded = f"case rp.policy when 'ceil' then ceil({v}) when 'round' then round({v}) else floor({v}) end"
+    return (f"(case when {amount} <= 0 or {amount} < rp.min_spend then 0 "
+            f"else cast(least({rounded}, rp.max_points, 2147483647) as integer) end)")
+
+
+# Secondary indexes rebuilt after a bulk load into empty tables (sorted builds beat row-by-row upkeep).
+BULK_INDEXES = ("transactions_user_idx", "transactions_tenant_time_idx", "reward_events_transaction_idx",
+                "reward_events_wallet_idx", "wallet_ledger_wallet_time_idx", "wallet_ledger_source_transaction_idx")
 
 
 @dataclass
@@ -116,7 +132,12 @@ def generate(engine_or_url: Engine | Connection | URL | str, *, tenants: int, wa
         replica = _try_replica(conn)
         conn.execute(sa.text("set local work_mem = '256MB'"))
         conn.execute(sa.text("set local synchronous_commit = off"))
+        rebuild = _drop_indexes(conn) if replica else []
         counts = _bulk(conn, p, ledger_entries, replica)
+        for ddl in rebuild:
+            t = time.perf_counter()
+            conn.execute(sa.text(ddl))
+            log.info("generate index %.2fs: %s", time.perf_counter() - t, ddl[:60])
         drifted = _drift(conn, p, drift_rate) if drift_rate > 0 else 0
         if replica:
             # triggers were off: tell incremental reconciliation that everything changed
@@ -135,6 +156,19 @@ def generate(engine_or_url: Engine | Connection | URL | str, *, tenants: int, wa
     return summary
 
 
+def _drop_indexes(conn: Connection) -> list[str]:
+    """On an empty ledger, drop the secondary indexes for the load; returns the DDL to rebuild them
+    (same transaction: a failure restores them)."""
+    if conn.execute(sa.text("select exists (select 1 from wallet_ledger)")).scalar():
+        return []
+    rows = conn.execute(sa.text("select indexname, indexdef from pg_indexes where schemaname = 'public'"
+                                " and indexname = any(:names)"), {"names": list(BULK_INDEXES)}).all()
+    for r in rows:
+        conn.execute(sa.text(f'drop index "{r.indexname}"'))
+    conn.execute(sa.text("set local maintenance_work_mem = '512MB'"))
+    return [r.indexdef for r in rows]
+
+
 def _try_replica(conn: Connection) -> bool:
     """Skip FK and tracking triggers for the bulk load when allowed (superuser); data is consistent
     by construction. Without the privilege the load runs with every trigger on."""
@@ -147,7 +181,11 @@ def _try_replica(conn: Connection) -> bool:
 
 
 def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: bool) -> dict[str, int]:
-    x = conn.execute
+    def x(stmt: Any, params: dict[str, Any] | None = None) -> Any:
+        t = time.perf_counter()
+        result = conn.execute(stmt, params or {})
+        log.info("generate step %.2fs: %s", time.perf_counter() - t, " ".join(str(stmt).split())[:60])
+        return result
     x(sa.text(f"""insert into tenants (id, name, country, status, onboarding_profile, created_at)
         select {_U(K_TENANT, 'i')}, 'Generated tenant ' || i, 'US', 'active',
                jsonb_build_object('timezone', (array['UTC', 'America/New_York', 'Europe/Paris'])[1 + i % 3]),
@@ -165,19 +203,32 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         from generate_series(cast(0 as bigint), :W - 1) w"""), p)
     x(sa.text(f"""insert into users (id, email, role, status, created_at)
         values ({_U(K_ADMIN, '0')}, 'admin-' || :seed || '@gen.salesarck.test', 'admin', 'active', :epoch)"""), p)
-    # the transactions and what they earn, computed once
+    # the transactions, their ids and what they earn, computed once (points: the inlined twin of
+    # salesarck_points, checked against it by the tests)
+    x(sa.text(f"""create temp table _rp on commit drop as
+        select i as t, {_U(K_RULE, 'i')} as rule_id, {_U(K_TENANT, 'i')} as tenant_id,
+               cast(r.rule_config ->> 'conversionRate' as numeric) as rate,
+               coalesce(cast(r.rule_config ->> 'minSpendMinorUnits' as numeric), 0) as min_spend,
+               coalesce(cast(r.rule_config ->> 'maxPointsPerTransaction' as numeric), 2147483647) as max_points,
+               coalesce(r.rule_config ->> 'roundingPolicy', 'floor') as policy
+        from generate_series(cast(0 as bigint), :T - 1) i join reward_rules r on r.id = {_U(K_RULE, 'i')}"""), p)
     x(sa.text(f"""create temp table _g on commit drop as
-        select n, n % :W as w, (n % :W) % :T as t, 1000 + (n * 7919) % 20000 as amount,
-               :epoch + make_interval(secs => n * :span) as at,
-               salesarck_points(1000 + (n * 7919) % 20000, 2, r.rule_config) as pts,
-               case when n % 20 = 7 then (1000 + (n * 7919) % 20000) / 2 end as refund,
-               case when n % 20 = 7 then greatest(salesarck_points(1000 + (n * 7919) % 20000, 2, r.rule_config)
-                   - salesarck_points(1000 + (n * 7919) % 20000 - (1000 + (n * 7919) % 20000) / 2, 2, r.rule_config), 0)
-                    when n % 997 = 11 and n >= :W then salesarck_points(1000 + (n * 7919) % 20000, 2, r.rule_config)
-                    else 0 end as rev,
+        with base as (
+            select n, n % :W as w, (n % :W) % :T as t, 1000 + (n * 7919) % 20000 as amount,
+                   :epoch + make_interval(secs => n * :span) as at
+            from generate_series(cast(0 as bigint), :N - 1) n
+        ), pts as (
+            select b.*, rp.rule_id, rp.tenant_id, {_pts('b.amount')} as pts,
+                   case when b.n % 20 = 7 then b.amount / 2 end as refund,
+                   {_pts('b.amount - b.amount / 2')} as pts_after_refund
+            from base b join _rp rp on rp.t = b.t
+        )
+        select n, w, t, amount, at, pts, refund, rule_id, tenant_id,
+               {_U(K_TXN, 'n')} as txn_id, {_U(K_WALLET, 'w')} as wallet_id, {_U(K_USER, 'w')} as user_id,
+               case when refund is not null then greatest(pts - pts_after_refund, 0)
+                    when n % 997 = 11 and n >= :W then pts else 0 end as rev,
                (n % 997 = 11 and n % 20 <> 7 and n >= :W) as voided
-        from generate_series(cast(0 as bigint), :N - 1) n
-        join reward_rules r on r.id = {_U(K_RULE, '(n % :W) % :T')}"""), p)
+        from pts"""), p)
     n_rev = int(x(sa.text("select count(*) from _g where rev > 0")).scalar_one())
     n_refund = int(x(sa.text("select count(*) from _g where refund is not null")).scalar_one())
     n_txn = int(p["N"])
@@ -194,9 +245,9 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
                 union all select a % :W, 10 * count(*) from generate_series(cast(0 as bigint), :A - 1) a group by a % :W
             ) s group by w) b on b.ww = w"""
     x(sa.text(wallet_sql), p)
-    x(sa.text(f"""insert into transactions (id, tenant_id, user_id, provider, provider_transaction_id,
+    x(sa.text("""insert into transactions (id, tenant_id, user_id, provider, provider_transaction_id,
             amount_minor_units, currency, transaction_at, created_at)
-        select {_U(K_TXN, 'n')}, {_U(K_TENANT, 't')}, {_U(K_USER, 'w')}, 'square', 'gen-' || :seed || '-' || n,
+        select txn_id, tenant_id, user_id, 'square', 'gen-' || :seed || '-' || n,
                amount, 'USD', at, at + interval '1 minute'
         from _g"""), p)
     n_anon = n_txn // 20
@@ -208,21 +259,21 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         from generate_series(cast(0 as bigint), :NA - 1) n"""), {**p, "NA": n_anon})
     x(sa.text(f"""insert into transaction_refunds (id, tenant_id, provider, provider_refund_id, transaction_id,
             amount_minor_units, status, is_completed, refunded_at, created_at)
-        select {_U(K_REFUND, 'n')}, {_U(K_TENANT, 't')}, 'square', 'gen-ref-' || :seed || '-' || n,
-               {_U(K_TXN, 'n')}, refund, 'COMPLETED', true, at + interval '2 days', at + interval '2 days'
+        select {_U(K_REFUND, 'n')}, tenant_id, 'square', 'gen-ref-' || :seed || '-' || n,
+               txn_id, refund, 'COMPLETED', true, at + interval '2 days', at + interval '2 days'
         from _g where refund is not null"""), p)
-    x(sa.text(f"""insert into transaction_details (transaction_id, location_id, provider_status, provider_updated_at,
+    x(sa.text("""insert into transaction_details (transaction_id, location_id, provider_status, provider_updated_at,
             is_voided, voided_at, arrival, first_seen_at, last_seen_at)
-        select {_U(K_TXN, 'n')}, 'LOC-' || t, 'CANCELED', at + interval '1 day', true, at + interval '1 day', 'file',
+        select txn_id, 'LOC-' || t, 'CANCELED', at + interval '1 day', true, at + interval '1 day', 'file',
                at + interval '1 minute', at + interval '1 day'
         from _g where voided"""), p)
     x(sa.text(f"""insert into reward_events (id, wallet_id, transaction_id, rule_version_id, points_earned,
             points_redeemed, created_at)
-        select {_U(K_EVENT, 'n')}, {_U(K_WALLET, 'w')}, {_U(K_TXN, 'n')}, {_U(K_RULE, 't')}, pts, 0,
+        select {_U(K_EVENT, 'n')}, wallet_id, txn_id, rule_id, pts, 0,
                at + interval '1 minute'
         from _g
         union all
-        select {_U(K_REV_EVENT, 'n')}, {_U(K_WALLET, 'w')}, {_U(K_TXN, 'n')}, {_U(K_RULE, 't')}, -rev, 0,
+        select {_U(K_REV_EVENT, 'n')}, wallet_id, txn_id, rule_id, -rev, 0,
                at + interval '2 days'
         from _g where rev > 0
         union all
@@ -231,12 +282,12 @@ def _bulk(conn: Connection, p: dict[str, Any], ledger_entries: int, replica: boo
         from generate_series(cast(0 as bigint), :R - 1) r"""), p)
     x(sa.text(f"""insert into wallet_ledger (id, wallet_id, entry_type, points, description, source_transaction_id,
             created_by_admin, created_at)
-        select {_U(K_CREDIT, 'n')}, {_U(K_WALLET, 'w')}, 'credit', pts, 'accrual', {_U(K_TXN, 'n')}, cast(null as uuid),
+        select {_U(K_CREDIT, 'n')}, wallet_id, 'credit', pts, 'accrual', txn_id, cast(null as uuid),
                at + interval '1 minute'
         from _g where pts > 0
         union all
-        select {_U(K_REV_DEBIT, 'n')}, {_U(K_WALLET, 'w')}, 'debit', rev,
-               case when voided then 'void' else 'refund:gen-ref-' || :seed || '-' || n end, {_U(K_TXN, 'n')}, null,
+        select {_U(K_REV_DEBIT, 'n')}, wallet_id, 'debit', rev,
+               case when voided then 'void' else 'refund:gen-ref-' || :seed || '-' || n end, txn_id, null,
                at + interval '2 days'
         from _g where rev > 0
         union all
