@@ -413,30 +413,31 @@ class SalesArck:
         )
 
     def balances(self, as_of: TimeLike = None, *, tenant: object = None) -> pd.DataFrame:
-        """Every wallet's ledger balance at `as_of` (default now), from the reconciliation package."""
+        """Every wallet's ledger balance at `as_of` (default now), from the reconciliation package,
+        scoped to the actor's tenants."""
         from salesarck.reconcile.balances import balances_as_of
         from salesarck.timeutil import utcnow
 
         at = frames.as_time(as_of, "as_of") or utcnow()
-        tenants = frames.scoped(self.actor, Permission.VIEW_FINANCE, self.tenant_id(tenant) if tenant else None)
-        with self.engine.connect() as conn:
-            if tenants is None:
-                return balances_as_of(conn, as_of=at, tenant_id=None)
-            # no tenant in scope: ask for one that cannot exist, to get the right (empty) columns
-            parts = [balances_as_of(conn, as_of=at, tenant_id=t) for t in tenants or [uuid.UUID(int=0)]]
-        return pd.concat(parts, ignore_index=True)
+        tenant_id = self.tenant_id(tenant) if tenant is not None else None
+        df = balances_as_of(self.engine, as_of=at, tenant_id=tenant_id, actor=self.actor)
+        if "last_entry_at" in df:
+            df["last_entry_at"] = pd.to_datetime(df["last_entry_at"]).dt.tz_localize("UTC")
+        return df
 
     def liability_rollforward(
         self, tenant: object, *, start: TimeLike, end: TimeLike, period: str = "month"
     ) -> pd.DataFrame:
-        """Opening + earned - reversed - redeemed +/- adjustments = closing, per period (points and money)."""
+        """Opening + earned - reversed - redeemed +/- adjustments = closing, per period (points and money);
+        `ties` is False for a period that does not tie to the ledger."""
         from salesarck.reconcile.liability import liability_rollforward
 
         tenant_id = self.tenant_id(tenant)
-        frames.scoped(self.actor, Permission.VIEW_FINANCE, tenant_id)
         lo, hi = frames.as_time(start, "start"), frames.as_time(end, "end")
-        with self.engine.connect() as conn:
-            return liability_rollforward(conn, tenant_id=tenant_id, start=lo, end=hi, period=period)
+        if lo is None or hi is None:
+            raise ValidationError("liability_rollforward needs start and end")
+        return liability_rollforward(self.engine, tenant_id=tenant_id, start=lo, end=hi, period=period,
+                                     actor=self.actor)
 
     def simulate_rules(self, tenant: object, config: Any, *, start: TimeLike, end: TimeLike) -> Any:
         """What-if: replay the window's transactions under `config` (a rule_config dict or RuleConfig).

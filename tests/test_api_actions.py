@@ -219,3 +219,34 @@ def test_a_client_may_not_act_even_when_writable(env: URL, engine: Engine, data:
     assert _ledger_count(engine) == before
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from admin_audit_logs where action = 'wallet.adjust'")).scalar() == 0
+
+
+# --- balances and the liability roll-forward ------------------------------------------------------
+
+
+def test_balances_as_of_a_past_moment(env: URL, data: dict[str, Any]) -> None:
+    with salesarck.connect() as db:
+        now = db.balances()
+        assert len(now) == 4 and set(now["balance_points"]) == {55}
+        then = db.balances("2026-01-02T23:59:59Z")
+        assert set(then["balance_points"]) == {30}
+        assert str(now["last_entry_at"].dtype) == "datetime64[us, UTC]"
+    with salesarck.connect(actor="client-a@example.test") as db:
+        mine = db.balances()
+        assert set(mine["tenant_id"]) == {str(data["a"]["tenant"])}
+        with pytest.raises(PermissionDenied):
+            db.balances(tenant=data["b"]["tenant"])
+        with pytest.raises(ValidationError):
+            db.balances("last tuesday")
+
+
+def test_liability_rollforward_ties(env: URL, data: dict[str, Any]) -> None:
+    with salesarck.connect() as db:
+        roll = db.liability_rollforward("Tenant A", start="2026-01-01", end="2026-03-01")
+        assert len(roll) == 2 and bool(roll["ties"].all())
+        with pytest.raises(ValidationError):
+            db.liability_rollforward("Tenant A", start="2026-03-01", end="2026-01-01")
+        with pytest.raises(ValidationError):
+            db.liability_rollforward("Tenant A", start=None, end="2026-01-01")
+    with salesarck.connect(actor="client-a@example.test") as db, pytest.raises(PermissionDenied):
+        db.liability_rollforward(data["b"]["tenant"], start="2026-01-01", end="2026-03-01")
