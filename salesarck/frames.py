@@ -46,6 +46,7 @@ ENUMS: dict[str, list[str]] = {
     "user_status": ["active", "pending_approval", "suspended"],
     "tenant_status": ["active"],
     "tenant_role": ["client", "pos_operator"],
+    "arrival": ["file", "poll", "webhook"],
 }
 
 T_TENANTS = models.Tenant.__table__
@@ -418,12 +419,17 @@ def transactions_query(
     end: TimeLike = None,
     line_items: bool = False,
 ) -> Query:
-    """Transactions by provider payment time (`transaction_at`), in [start, end)."""
+    """Transactions by provider payment time (`transaction_at`), in [start, end), with the provider
+    facts the rewards engine keeps beside them (location, provider status, void, how and when the
+    payment first arrived)."""
+    from salesarck.rewards.models import TransactionDetails
+
     lo, hi = as_time(start, "start"), as_time(end, "end")
     check_window(lo, hi)
     provider = check_text(provider, "provider", 40)
     tenants = scoped(actor, Permission.VIEW_TRANSACTIONS, tenant)
     t = T_TRANSACTIONS
+    d = TransactionDetails.__table__
     cols: list[Any] = [
         _id(t.c.id, "transaction_id"),
         _id(t.c.tenant_id, "tenant_id"),
@@ -435,10 +441,19 @@ def transactions_query(
         t.c.customer_ref,
         t.c.transaction_at,
         t.c.created_at,
+        d.c.location_id,
+        d.c.provider_status,
+        d.c.is_voided,
+        d.c.arrival,
+        d.c.first_seen_at,
     ]
     if line_items:
         cols.append(t.c.line_items)
-    q = sa.select(*cols).where(_tenant_filter(t.c.tenant_id, tenants))
+    q = (
+        sa.select(*cols)
+        .select_from(t.outerjoin(d, d.c.transaction_id == t.c.id))
+        .where(_tenant_filter(t.c.tenant_id, tenants))
+    )
     if user is not None:
         q = q.where(t.c.user_id == as_uuid(user, "user"))
     if provider is not None:
@@ -453,6 +468,8 @@ def transactions_query(
         "provider": ("cat", "provider"), "provider_transaction_id": ("text", None),
         "amount_minor_units": ("int", None), "currency": ("cat", None), "customer_ref": ("json", None),
         "transaction_at": ("ts", None), "created_at": ("ts", None), "line_items": ("json", None),
+        "location_id": ("text", None), "provider_status": ("cat", None), "is_voided": ("bool", None),
+        "arrival": ("cat", "arrival"), "first_seen_at": ("ts", None),
     }
     return q, spec
 

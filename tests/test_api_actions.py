@@ -81,6 +81,16 @@ def test_simulate_rules_with_the_rule_in_force_reproduces_actual_earnings(env: U
         assert whole.totals["actual_points"] == int(actual)
 
 
+def test_transactions_carry_the_provider_details(env: URL, posted: dict[str, Any]) -> None:
+    with salesarck.connect() as db:
+        tx = db.transactions(posted["tenant"])
+        assert len(tx) == 30
+        assert set(tx["location_id"]) == {"LOC-0", "LOC-1"}
+        assert list(tx["arrival"].cat.categories) == ["file", "poll", "webhook"] and set(tx["arrival"]) == {"poll"}
+        assert tx["is_voided"].dtype == "boolean" and int(tx["is_voided"].sum()) == 1
+        assert str(tx["first_seen_at"].dtype) == "datetime64[us, UTC]"
+
+
 def test_simulate_rules_what_if_costs_more_points(env: URL, posted: dict[str, Any]) -> None:
     with salesarck.connect() as db:
         current = dict(db.rules(posted["tenant"]).sort_values("version")["rule_config"].iloc[-1])
