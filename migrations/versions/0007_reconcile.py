@@ -36,7 +36,10 @@ _TRACKED: list[tuple[str, str, str, str]] = [
      " union all select 'transaction', source_transaction_id, 0 from new_rows"
      " where source_transaction_id is not null group by source_transaction_id"),
     ("wallets_track_ins", "wallets", "insert", "select 'wallet', id, 0 from new_rows"),
-    ("wallets_track_upd", "wallets", "update", "select 'wallet', id, 0 from new_rows"),
+    # a wallet moved to another tenant or customer invalidates cross-tenant results: recompute all
+    ("wallets_track_upd", "wallets", "update",
+     "select 'wallet', id, 0 from new_rows union all (select 'all', null::uuid, 0 from new_rows n"
+     " join old_rows o on o.id = n.id where o.tenant_id <> n.tenant_id or o.user_id <> n.user_id limit 1)"),
     ("reward_events_track_ins", "reward_events", "insert",
      "select 'wallet', wallet_id, 0 from new_rows group by wallet_id"
      " union all select 'transaction', transaction_id, 0 from new_rows"
@@ -63,8 +66,9 @@ def _create_trigger(name: str, table: str, event: str, body: str) -> None:
         f"create or replace function salesarck_{name}() returns trigger language plpgsql as $$ begin "
         f"insert into reconcile_changes (kind, entity_id, ledger_rows) {body}; return null; end $$"
     )
+    old = " old table as old_rows" if event == "update" else ""
     op.execute(
-        f"create trigger {name} after {event} on {table} referencing new table as new_rows "
+        f"create trigger {name} after {event} on {table} referencing new table as new_rows{old} "
         f"for each statement execute function salesarck_{name}()"
     )
 

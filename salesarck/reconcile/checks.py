@@ -201,106 +201,125 @@ select 'total', null, null, null, count(*), sum(n), null, null, null from j
 """
 
 
-def transaction_sql(d: Dialect, scope: Scope) -> str:
-    """Per-transaction reward events vs ledger vs rule: flagged transactions only."""
-    ev_filter = le_filter = ""
+def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False) -> str:
+    """Per-transaction reward events vs ledger vs rule, in ONE grouped pass: the transaction row,
+    its events, ledger entries, completed refunds and void marker are stacked (UNION ALL, each joined
+    only to tiny tables) and grouped by transaction id, so no two large tables are hash-joined.
+    With `cross_tenant`, each row also carries its tenant as a small integer (the wallet's for
+    entries and events, the rule's for events): a transaction whose rows disagree is flagged.
+    Returns flagged transactions only."""
+    sub = ""
     if scope.tenants is not None or scope.transactions is not None:
-        sub = f"(select t0.id from transactions t0 where {scope.txn_pred('t0')})"
-        ev_filter, le_filter = f"and e.transaction_id in {sub}", f"and l.source_transaction_id in {sub}"
+        sub = f" in (select t0.id from transactions t0 where {scope.txn_pred('t0')})"
+    w_join = "left join wt on wt.id = {}.wallet_id" if cross_tenant else ""
+    w_tidx = "wt.tidx" if cross_tenant else "cast(null as bigint)"
+    wt_cte = ("wt as (select w.id, tn.tidx from wallets w join tn on tn.id = w.tenant_id),"
+              if cross_tenant else "")
     return f"""
 with rp as (
-    select r.id, cast(r.id as text) as rule_id, row_number() over (order by cast(r.id as text)) as idx,
-           {d.rule_params('r.rule_config')}
+    select r.id, r.tenant_id, cast(r.id as text) as rule_id,
+           row_number() over (order by cast(r.id as text)) as idx, {d.rule_params('r.rule_config')}
     from reward_rules r
 ),
-ev as (
-    select e.transaction_id as tid,
-           sum(case when e.points_earned > 0 then 1 else 0 end) as n_pos_events,
-           sum(case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end) as n_earn_events,
-           sum(coalesce(e.points_earned, 0)) as earned,
-           sum(coalesce(e.points_redeemed, 0)) as redeemed,
-           min(rp.idx) as rule_idx
-    from reward_events e left join rp on rp.id = e.rule_version_id
-    where e.transaction_id is not null {ev_filter}
-    group by e.transaction_id
-),
-le as (
-    select l.source_transaction_id as tid,
-           sum(case when l.entry_type = 'credit' then 1 else 0 end) as n_credits,
-           sum(case when l.entry_type = 'credit' then l.points else 0 end) as credits,
-           sum(case when l.entry_type = 'debit' and (l.description is null or l.description <> 'redemption')
-                    then l.points else 0 end) as debits,
-           sum(case when l.entry_type = 'debit' and l.description = 'redemption' then l.points else 0 end)
-               as red_debits,
-           sum(case when l.description = 'void' then 1 else 0 end) as n_void
-    from wallet_ledger l
-    where l.source_transaction_id is not null {le_filter}
-    group by l.source_transaction_id
-),
-rf as (
-    select transaction_id as tid, sum(amount_minor_units) as refunded
-    from transaction_refunds where is_completed group by transaction_id
-),
-first_rule as (
-    select tenant_id, min(effective_from) as first_at from reward_rules group by tenant_id
-),
-cm as (
-    select code, {d.currency_scale('exponent')} from currency_minor_units
-),
-j as (
-    select t.id as transaction_id, t.tenant_id, t.user_id, t.amount_minor_units, t.currency,
-           (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rule_in_force,
-           coalesce(ev.n_pos_events, 0) as n_pos_events, coalesce(ev.n_earn_events, 0) as n_earn_events,
-           coalesce(ev.earned, 0) as earned, coalesce(ev.redeemed, 0) as redeemed, ev.rule_idx,
-           coalesce(le.n_credits, 0) as n_credits, coalesce(le.credits, 0) as credits,
-           coalesce(le.debits, 0) as debits, coalesce(le.red_debits, 0) as red_debits,
-           coalesce(rf.refunded, 0) as refunded,
-           (coalesce(le.n_void, 0) > 0 or coalesce(td.is_voided, false)) as voided
+tn as (select id, row_number() over (order by cast(id as text)) as tidx from tenants),
+{wt_cte}
+first_rule as (select tenant_id, min(effective_from) as first_at from reward_rules group by tenant_id),
+cm as (select code, {d.currency_scale('exponent')} from currency_minor_units),
+x as (
+    select t.id as tid, 1 as n_txn, t.amount_minor_units as amount, t.currency,
+           (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rif,
+           tn.tidx as tidx, cast(null as bigint) as rule_tidx,
+           0 as n_pos, 0 as n_earn, 0 as earned, 0 as redeemed, cast(null as bigint) as rule_idx,
+           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded
     from transactions t
-    left join ev on ev.tid = t.id
-    left join le on le.tid = t.id
-    left join rf on rf.tid = t.id
-    left join transaction_details td on td.transaction_id = t.id
+    join tn on tn.id = t.tenant_id
     left join first_rule fr on fr.tenant_id = t.tenant_id
     where {scope.txn_pred('t')}
+    union all
+    select e.transaction_id, 0, null, null, false, {w_tidx}, rpe.tidx,
+           case when e.points_earned > 0 then 1 else 0 end,
+           case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end,
+           coalesce(e.points_earned, 0), coalesce(e.points_redeemed, 0), rpe.idx,
+           0, 0, 0, 0, 0, 0
+    from reward_events e
+    left join (select rp.id, rp.idx, tn.tidx from rp join tn on tn.id = rp.tenant_id) rpe
+         on rpe.id = e.rule_version_id
+    {w_join.format('e')}
+    where e.transaction_id is not null {('and e.transaction_id' + sub) if sub else ''}
+    union all
+    select l.source_transaction_id, 0, null, null, false, {w_tidx}, null, 0, 0, 0, 0, null,
+           case when l.entry_type = 'credit' then 1 else 0 end,
+           case when l.entry_type = 'credit' then l.points else 0 end,
+           case when l.entry_type = 'debit' and (l.description is null or l.description <> 'redemption')
+                then l.points else 0 end,
+           case when l.entry_type = 'debit' and l.description = 'redemption' then l.points else 0 end,
+           case when l.description = 'void' then 1 else 0 end, 0
+    from wallet_ledger l
+    {w_join.format('l')}
+    where l.source_transaction_id is not null {('and l.source_transaction_id' + sub) if sub else ''}
+    union all
+    select f.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 0,
+           f.amount_minor_units
+    from transaction_refunds f
+    where f.is_completed {('and f.transaction_id' + sub) if sub else ''}
+    union all
+    select v.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0
+    from transaction_details v
+    where v.is_voided {('and v.transaction_id' + sub) if sub else ''}
+),
+g as (
+    select tid, sum(n_txn) as n_txn, max(amount) as amount_minor_units, max(currency) as currency,
+           bool_or(rif) as rule_in_force, min(tidx) as min_tidx, max(tidx) as max_tidx,
+           min(rule_tidx) as min_rule_tidx, max(rule_tidx) as max_rule_tidx,
+           sum(n_pos) as n_pos_events, sum(n_earn) as n_earn_events, sum(earned) as earned,
+           sum(redeemed) as redeemed, min(rule_idx) as rule_idx, sum(n_credits) as n_credits,
+           sum(credits) as credits, sum(debits) as debits, sum(red_debits) as red_debits,
+           sum(n_void) > 0 as voided, sum(refunded) as refunded
+    from x group by tid
 ),
 k as (
-    select j.*, rp.rule_id,
-           case when j.rule_idx is null then null
-                when j.voided then 0
-                else {d.points('greatest(j.amount_minor_units - j.refunded, 0)')}
+    select g.*, rp.rule_id,
+           case when g.rule_idx is null then null
+                when g.voided then 0
+                else {d.points('greatest(g.amount_minor_units - g.refunded, 0)')}
            end as expected
-    from j
-    left join rp on rp.idx = j.rule_idx
-    left join cm on cm.code = j.currency
+    from g
+    left join rp on rp.idx = g.rule_idx
+    left join cm on cm.code = g.currency
+    where g.n_txn > 0
 )
-select transaction_id, tenant_id, user_id, amount_minor_units, currency, rule_in_force, n_pos_events,
-       n_earn_events, earned, redeemed, rule_id, n_credits, credits, debits, red_debits, refunded, voided,
-       expected
-from k
-where (rule_in_force and n_earn_events = 0)
-   or n_pos_events > 1 or n_credits > 1
-   or (rule_idx is not null and expected is distinct from earned)
-   or earned <> credits - debits or redeemed <> red_debits
+select k.tid as transaction_id, t.tenant_id, t.user_id, k.amount_minor_units, k.currency, k.rule_in_force,
+       k.n_pos_events, k.n_earn_events, k.earned, k.redeemed, k.rule_id, k.n_credits, k.credits, k.debits,
+       k.red_debits, k.refunded, k.voided, k.expected,
+       (k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx) as cross_tenant
+from k join transactions t on t.id = k.tid
+where (k.rule_in_force and k.n_earn_events = 0)
+   or k.n_pos_events > 1 or k.n_credits > 1
+   or (k.rule_idx is not null and k.expected is distinct from k.earned)
+   or k.earned <> k.credits - k.debits or k.redeemed <> k.red_debits
+   or k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx
 """
 
 
-def cross_tenant_sql(d: Dialect, scope: Scope) -> str:
-    """Ledger entries and reward events whose wallet, transaction or rule is of another tenant."""
-    w = scope.wallet_pred("w")
+def cross_tenant_sql(d: Dialect, scope: Scope, transaction_ids: Sequence[Any]) -> str:
+    """The ledger entries and reward events behind transactions the grouped pass flagged as
+    cross-tenant (a handful: read by id)."""
+    ids = Scope._in("t.id", [uuid.UUID(str(i)) for i in transaction_ids])
     return f"""
-select 'ledger_entry' as entity_type, cast(l.id as text) as entity_id, w.tenant_id, l.wallet_id,
-       l.source_transaction_id as transaction_id, t.tenant_id as other_tenant_id, 'transaction' as other
-from wallet_ledger l join wallets w on w.id = l.wallet_id join transactions t on t.id = l.source_transaction_id
-where w.tenant_id <> t.tenant_id and {w}
+select 'ledger_entry' as entity_type, cast(l.id as text) as entity_id, t.tenant_id, w.tenant_id as wallet_tenant_id,
+       l.wallet_id, l.source_transaction_id as transaction_id, t.tenant_id as other_tenant_id, 'transaction' as other
+from transactions t join wallet_ledger l on l.source_transaction_id = t.id join wallets w on w.id = l.wallet_id
+where {ids} and w.tenant_id <> t.tenant_id
 union all
-select 'reward_event', cast(e.id as text), w.tenant_id, e.wallet_id, e.transaction_id, t.tenant_id, 'transaction'
-from reward_events e join wallets w on w.id = e.wallet_id join transactions t on t.id = e.transaction_id
-where w.tenant_id <> t.tenant_id and {w}
+select 'reward_event', cast(e.id as text), t.tenant_id, w.tenant_id, e.wallet_id, e.transaction_id, t.tenant_id,
+       'transaction'
+from transactions t join reward_events e on e.transaction_id = t.id join wallets w on w.id = e.wallet_id
+where {ids} and w.tenant_id <> t.tenant_id
 union all
-select 'reward_event', cast(e.id as text), w.tenant_id, e.wallet_id, e.transaction_id, r.tenant_id, 'rule'
-from reward_events e join wallets w on w.id = e.wallet_id join reward_rules r on r.id = e.rule_version_id
-where w.tenant_id <> r.tenant_id and {w}
+select 'reward_event', cast(e.id as text), t.tenant_id, w.tenant_id, e.wallet_id, e.transaction_id, r.tenant_id, 'rule'
+from transactions t join reward_events e on e.transaction_id = t.id join wallets w on w.id = e.wallet_id
+join reward_rules r on r.id = e.rule_version_id
+where {ids} and w.tenant_id <> r.tenant_id
 """
 
 
@@ -420,7 +439,8 @@ def transaction_findings(rows: Iterable[Mapping[str, Any]], checks: Sequence[str
 
 def cross_tenant_findings(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [finding("cross_tenant", r["entity_type"], r["entity_id"], r["tenant_id"],
-                    f"wallet is of tenant {r['tenant_id']} but its {r['other']} is of tenant {r['other_tenant_id']}",
+                    f"wallet is of tenant {r['wallet_tenant_id']} but its {r['other']} is of tenant "
+                    f"{r['other_tenant_id']}",
                     wallet_id=r["wallet_id"], transaction_id=r["transaction_id"]) for r in rows]
 
 

@@ -121,9 +121,12 @@ def run_checks(con: duckdb.DuckDBPyConnection, checks: tuple[str, ...], scope: C
             drift += d
             findings += f
         elif step == "transactions":
-            findings += C.transaction_findings(fetch(con, C.transaction_sql(C.DUCKDB, scope)), checks)
-        elif step == "cross_tenant":
-            findings += C.cross_tenant_findings(fetch(con, C.cross_tenant_sql(C.DUCKDB, scope)))
+            cross = "cross_tenant" in checks
+            rows = fetch(con, C.transaction_sql(C.DUCKDB, scope, cross_tenant=cross))
+            findings += C.transaction_findings(rows, checks)
+            flagged = [r["transaction_id"] for r in rows if cross and r["cross_tenant"]]
+            if flagged:
+                findings += C.cross_tenant_findings(fetch(con, C.cross_tenant_sql(C.DUCKDB, scope, flagged)))
         elif step == "frozen_wallet_activity":
             findings += C.frozen_findings(fetch(con, C.frozen_sql(C.DUCKDB, scope)))
         timings[step] = time.perf_counter() - t0

@@ -42,9 +42,12 @@ def run_checks(conn: Connection, checks: tuple[str, ...], scope: C.Scope, *, tim
             drift += d
             findings += f
         elif step == "transactions":
-            findings += C.transaction_findings(fetch(conn, C.transaction_sql(C.POSTGRES, scope)), checks)
-        elif step == "cross_tenant":
-            findings += C.cross_tenant_findings(fetch(conn, C.cross_tenant_sql(C.POSTGRES, scope)))
+            cross = "cross_tenant" in checks
+            rows = fetch(conn, C.transaction_sql(C.POSTGRES, scope, cross_tenant=cross))
+            findings += C.transaction_findings(rows, checks)
+            flagged = [r["transaction_id"] for r in rows if cross and r["cross_tenant"]]
+            if flagged:
+                findings += C.cross_tenant_findings(fetch(conn, C.cross_tenant_sql(C.POSTGRES, scope, flagged)))
         elif step == "frozen_wallet_activity":
             findings += C.frozen_findings(fetch(conn, C.frozen_sql(C.POSTGRES, scope)))
         timings[step] = time.perf_counter() - t0
@@ -56,10 +59,8 @@ def run_checks(conn: Connection, checks: tuple[str, ...], scope: C.Scope, *, tim
 def plan(checks: tuple[str, ...]) -> list[str]:
     """The queries the selected checks need (one query serves several checks)."""
     steps = ["wallets"]  # always: it also counts wallets and ledger entries
-    if set(checks) & (C.TXN_CHECKS - {"reward_ledger_mismatch"}) or "reward_ledger_mismatch" in checks:
-        steps.append("transactions")
-    if "cross_tenant" in checks:
-        steps.append("cross_tenant")
+    if set(checks) & (C.TXN_CHECKS | {"cross_tenant"}):
+        steps.append("transactions")  # one grouped pass serves every per-transaction check
     if "frozen_wallet_activity" in checks:
         steps.append("frozen_wallet_activity")
     return steps

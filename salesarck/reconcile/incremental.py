@@ -45,7 +45,8 @@ class IncrementalPlan:
         """Base results for untouched entities + fresh results for touched ones."""
         kept_drift = [d for d in self.base_drift if d["wallet_id"] not in self.wallets]
         kept = [f for f in self.base_findings
-                if (f["transaction_id"] not in self.transactions if f["entity_type"] == "transaction"
+                if (f["transaction_id"] not in self.transactions
+                    if f["entity_type"] == "transaction" or f["check"] == "cross_tenant"
                     else f["wallet_id"] not in self.wallets)]
         return kept_drift + drift, kept + findings
 
