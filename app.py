@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from salesarck.webapp import rollups
 from salesarck.webapp.context import establish
 from salesarck.webapp.errors import show_error
 from salesarck.webapp.registry import visible_pages
@@ -49,6 +50,7 @@ if access.actor is None:
     st.stop()
 
 actor = access.actor
+rollups.start()  # warm the heavy daily rollups in the background (once per process)
 specs = visible_pages(actor)
 pages = {spec.key: st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.key,
                            default=(i == 0)) for i, spec in enumerate(specs)}

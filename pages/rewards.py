@@ -11,6 +11,7 @@ from salesarck.webapp import ops
 from salesarck.webapp.context import page_actor
 from salesarck.webapp.errors import friendly
 from salesarck.webapp.resources import query
+from salesarck.webapp.rollups import rollup
 from salesarck.webapp.ui import empty_state, tenant_picker, window_picker
 
 actor = page_actor("rewards")
@@ -19,10 +20,12 @@ st.title("Rewards timeline")
 with friendly():
     with st.container(border=True):
         tenant_id = tenant_picker(actor, Permission.VIEW_FINANCE, key="rw_tenant")
-        start, end, freq = window_picker(key="rw")
+        start, end, freq = window_picker(key="rw", freqs=analytics.ROLLUP_FREQS)
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id)
     rules = query(actor, analytics.rule_versions, tenant_id=tenant_id)
-    df = query(actor, analytics.rewards_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id, tz=tz)
+    daily, as_of = rollup(actor, analytics.reward_daily, tenant_id=tenant_id, tz=tz)
+    df = analytics.rewards_from_daily(daily, start=start, end=end, freq=freq)
+    st.caption(f"Days are {tz} days. Rewards and liability as of {as_of:%H:%M} UTC (refreshed every few minutes).")
     if df.empty:
         empty_state("No reward activity in this window. Widen the dates, or post transactions by syncing.")
     else:
@@ -36,7 +39,9 @@ with friendly():
 
 st.subheader("Liability over time")
 with friendly():
-    lia = query(actor, analytics.liability_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id, tz=tz)
+    flows, _ = rollup(actor, analytics.ledger_daily_flows, tenant_id=tenant_id, tz=tz)
+    values = query(actor, analytics.point_values, tenant_id=tenant_id)
+    lia = analytics.liability_from_flows(flows, values, start=start, end=end, freq=freq)
     unit = st.radio("Unit", ["points", "money"], horizontal=True, key="rw_unit")
     st.plotly_chart(charts.liability_chart(lia, tz=tz, money=unit == "money", freq=freq), width="stretch")
     st.caption("Money = points × the tenant's `pointValueMinorUnits` (active rule; default 1 minor unit).")

@@ -409,6 +409,109 @@ def liability_timeline(
     return df.reset_index(drop=True)
 
 
+# --- daily rollups: full history per day and tenant, for windows and freqs derived in pandas ---------
+
+ROLLUP_FREQS: tuple[str, ...] = ("day", "week", "month")
+_PANDAS_FREQ = {"day": "D", "week": "W-MON", "month": "MS"}
+
+
+def ledger_daily_flows(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str | None = None,
+                       tz: str = "UTC", end: datetime | None = None) -> pd.DataFrame:
+    """Net ledger points per local day (in `tz`) and tenant over the whole history: one scan.
+
+    The app keeps this rollup warm (it is small: days x tenants) and derives any window and freq
+    of `liability_from_flows` from it without touching the ledger again.
+    """
+    scope = tenant_filter(actor, Permission.VIEW_FINANCE, tenant_id)
+    tz = check_timezone(tz)
+    df = _frame(
+        conn,
+        "select date_trunc('day', (l.created_at at time zone 'UTC') at time zone :tz) as day, w.tenant_id,"
+        " sum(case when l.entry_type = 'credit' then l.points else -l.points end)::bigint as net_points"
+        " from wallet_ledger l join wallets w on w.id = l.wallet_id"
+        " where (cast(:scope as uuid[]) is null or w.tenant_id = any(cast(:scope as uuid[])))"
+        " and l.created_at < :end group by 1, 2 order by 1, 2",
+        {"tz": tz, "scope": scope, "end": end or utcnow() + timedelta(days=1)},
+    )
+    return df.astype({"net_points": "int64"}) if len(df) else df
+
+
+def liability_from_flows(flows: pd.DataFrame, values: pd.DataFrame, *, start: datetime, end: datetime,
+                         freq: str = "day") -> pd.DataFrame:
+    """`liability_timeline`'s frame from a daily rollup: closing balance per bucket and tenant.
+
+    `start`/`end` are local days of the rollup's zone; the balance before `start` opens the line.
+    """
+    if freq not in ROLLUP_FREQS:
+        raise ValidationError(f"liability freq must be one of {', '.join(ROLLUP_FREQS)}")
+    cols = ["bucket", "tenant_id", "net_points", "liability_points", "currency", "liability_minor_units"]
+    if flows.empty:
+        return pd.DataFrame(columns=cols)
+    days = pd.to_datetime(flows["day"])
+    out = []
+    for tenant, part in flows.assign(day=days).groupby("tenant_id", sort=True):
+        opening = int(part.loc[part["day"] < pd.Timestamp(start), "net_points"].sum())
+        inside = part[(part["day"] >= pd.Timestamp(start)) & (part["day"] < pd.Timestamp(end))]
+        if inside.empty:
+            continue
+        buckets = inside.set_index("day")["net_points"].resample(_PANDAS_FREQ[freq], label="left",
+                                                                 closed="left").sum()
+        frame = pd.DataFrame({"bucket": buckets.index, "tenant_id": tenant, "net_points": buckets.values})
+        frame["liability_points"] = opening + frame["net_points"].cumsum()
+        out.append(frame)
+    if not out:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(out, ignore_index=True)
+    vals = values[["tenant_id", "point_value_minor_units", "currency"]] if len(values) else values
+    df = df.merge(vals, on="tenant_id", how="left") if len(vals) else df.assign(point_value_minor_units=1,
+                                                                                currency="USD")
+    pv = df["point_value_minor_units"].fillna(1)
+    df["liability_minor_units"] = [int(p * v) for p, v in zip(df["liability_points"], pv, strict=True)]
+    df = df.astype({"net_points": "int64", "liability_points": "int64"})
+    return df[cols].reset_index(drop=True)
+
+
+def reward_daily(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str | None = None,
+                 tz: str = "UTC") -> pd.DataFrame:
+    """Earned, redeemed and reversed points per local day, tenant and rule version: one scan."""
+    scope = tenant_filter(actor, Permission.VIEW_FINANCE, tenant_id)
+    tz = check_timezone(tz)
+    df = _frame(
+        conn,
+        "select date_trunc('day', (e.created_at at time zone 'UTC') at time zone :tz) as day, w.tenant_id,"
+        " r.version as rule_version,"
+        " coalesce(sum(greatest(e.points_earned, 0)), 0)::bigint as earned,"
+        " coalesce(sum(e.points_redeemed), 0)::bigint as redeemed,"
+        " coalesce(sum(greatest(-e.points_earned, 0)), 0)::bigint as reversed"
+        " from reward_events e join wallets w on w.id = e.wallet_id"
+        " left join reward_rules r on r.id = e.rule_version_id"
+        " where (cast(:scope as uuid[]) is null or w.tenant_id = any(cast(:scope as uuid[])))"
+        " group by 1, 2, 3 order by 1, 2, 3",
+        {"tz": tz, "scope": scope},
+    )
+    if len(df):
+        df = df.astype({"earned": "int64", "redeemed": "int64", "reversed": "int64", "rule_version": "Int64"})
+    return df
+
+
+def rewards_from_daily(daily: pd.DataFrame, *, start: datetime, end: datetime, freq: str = "day") -> pd.DataFrame:
+    """`rewards_timeline`'s frame (bucket, tenant_id, rule_version, earned, redeemed, reversed) from the rollup."""
+    if freq not in ROLLUP_FREQS:
+        raise ValidationError(f"rewards freq must be one of {', '.join(ROLLUP_FREQS)}")
+    cols = ["bucket", "tenant_id", "rule_version", "earned", "redeemed", "reversed"]
+    if daily.empty:
+        return pd.DataFrame(columns=cols)
+    d = daily.assign(day=pd.to_datetime(daily["day"]))
+    d = d[(d["day"] >= pd.Timestamp(start)) & (d["day"] < pd.Timestamp(end))]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(bucket=d["day"].dt.to_period({"day": "D", "week": "W-SUN", "month": "M"}[freq]).dt.start_time)
+    out = (d.assign(rule_version=d["rule_version"].astype("Int64").fillna(-1))
+           .groupby(["bucket", "tenant_id", "rule_version"], as_index=False)[["earned", "redeemed", "reversed"]].sum())
+    out["rule_version"] = out["rule_version"].astype("Int64").mask(out["rule_version"] == -1)
+    return out[cols].astype({"earned": "int64", "redeemed": "int64", "reversed": "int64"})
+
+
 # --- audit --------------------------------------------------------------------------------
 
 # The tenant an audit entry concerns, resolved from its target (wallet, tenant, rule, connection,
@@ -549,7 +652,7 @@ def audit_diff(before: Any, after: Any) -> pd.DataFrame:
         rows.append({"field": key, "change": change,
                      "before": None if key not in b else json.dumps(b[key], default=str),
                      "after": None if key not in a else json.dumps(a[key], default=str)})
-    return pd.DataFrame(rows, columns=["field", "change", "before", "after"])
+    return pd.DataFrame(rows, columns=["field", "change", "before", "after"], dtype=object)
 
 
 # --- wallets ------------------------------------------------------------------------------
@@ -578,23 +681,47 @@ def wallet_summary(conn: Connection, *, actor: Actor, wallet_id: uuid.UUID | str
 
 
 def find_wallets(conn: Connection, *, actor: Actor, query: str, limit: int = 20) -> pd.DataFrame:
-    """Wallets whose id, customer email or mobile matches `query` (for the wallet picker)."""
+    """Wallets whose id, customer email or mobile is `query` (indexed), else contains it (bounded).
+
+    The substring fallback scans users, so it runs under a 1.5 s statement timeout: a miss on a
+    huge table answers "type the full email" rather than stalling the page.
+    """
     scope = tenant_filter(actor, Permission.VIEW_FINANCE)
     text = (query or "").strip()
     if len(text) > 200:
         raise ValidationError("search text is longer than 200 characters")
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    like = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return _frame(
-        conn,
+    if not text:
+        return pd.DataFrame(columns=["wallet_id", "tenant", "email", "mobile", "points_balance", "status"])
+    select = (
         "select w.id as wallet_id, t.name as tenant, u.email, u.mobile, w.points_balance, w.status"
         " from wallets w join tenants t on t.id = w.tenant_id join users u on u.id = w.user_id"
         " where (cast(:scope as uuid[]) is null or w.tenant_id = any(cast(:scope as uuid[])))"
-        " and (w.id::text = :exact or lower(u.email) like :like or u.mobile like :like)"
-        " order by u.email nulls last, w.id limit :limit",
-        {"scope": scope, "exact": text.lower(), "like": like, "limit": limit},
     )
+    exact_id: uuid.UUID | None = None
+    try:
+        exact_id = uuid.UUID(text)
+    except ValueError:
+        pass
+    params = {"scope": scope, "id": exact_id, "exact": text, "lower": text.lower(), "limit": limit}
+    df = _frame(conn, select + " and (w.id = :id or u.email = :exact or u.email = :lower or u.mobile = :exact)"
+                " order by u.email nulls last, w.id limit :limit", params)
+    if len(df) or len(text) < 3:
+        return df
+    like = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(sa.text("set local statement_timeout = 1500"))
+        found = _frame(conn, select + " and (lower(u.email) like :like or u.mobile like :like)"
+                       " order by u.email nulls last, w.id limit :limit", {**params, "like": like})
+        savepoint.rollback()  # also undoes the SET LOCAL
+        return found
+    except sa.exc.OperationalError as exc:
+        savepoint.rollback()
+        if "statement timeout" not in str(exc):
+            raise
+    raise ValidationError("that search would scan every customer; type the customer's full email or mobile")
 
 
 def wallet_balance_series(conn: Connection, *, actor: Actor, wallet_id: uuid.UUID | str,

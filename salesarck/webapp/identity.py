@@ -61,12 +61,22 @@ REFUSALS = {
 }
 
 
+ACTOR_TTL_SECONDS = 30  # a role change or suspension reaches open sessions within this
+
+
+@st.cache_data(ttl=ACTOR_TTL_SECONDS, show_spinner=False, max_entries=1000)
+def _load_actor(_engine: Engine, db: str, email: str) -> Actor:
+    with _engine.connect() as conn:
+        return load_actor(conn, email)
+
+
 def resolve_access(engine: Engine, identity: Identity) -> Access:
     """Map an identity to an Actor who may use at least one page, or a polite refusal."""
+    from salesarck.webapp.resources import db_key
+
     email = identity.email.strip()
     try:
-        with engine.connect() as conn:
-            actor = load_actor(conn, email)
+        actor = _load_actor(engine, db_key(), email)
     except (PermissionDenied, ValidationError):
         return Access(None, REFUSALS["unknown"].format(email=email or "this sign-in"))
     if actor.status in {"pending_approval", "suspended"}:

@@ -38,14 +38,22 @@ def get_engine() -> Engine:
 
 
 def actor_key(actor: Actor) -> tuple[Any, ...]:
-    """Everything that decides what an actor sees, hashable, so cached reads never cross scopes."""
+    """Everything that decides what an actor may read (role, status, tenant roles), hashable.
+
+    Reads depend on scope, not on who asks, so users with the same scope share cached results;
+    different scopes never do.
+    """
     roles = tuple(sorted((str(t), r) for t, r in actor.tenant_roles.items()))
-    return (str(actor.user_id), actor.email, actor.role, actor.status, roles)
+    return (actor.role, actor.status, roles)
+
+
+READER_ID = uuid.UUID(int=0)
 
 
 def actor_from_key(key: tuple[Any, ...]) -> Actor:
-    user_id, email, role, status, roles = key
-    return Actor(uuid.UUID(user_id), email, role, status, {uuid.UUID(t): r for t, r in roles})
+    """A stand-in Actor with exactly the scope of `key` (reads only; never used for actions)."""
+    role, status, roles = key
+    return Actor(READER_ID, None, role, status, {uuid.UUID(t): r for t, r in roles})
 
 
 @st.cache_data(ttl=DATA_TTL_SECONDS, show_spinner=False, max_entries=512)

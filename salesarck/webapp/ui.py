@@ -47,17 +47,18 @@ def tenant_picker(actor: Actor, permission: Permission, *, key: str, allow_all: 
                         format_func=lambda t: "All tenants" if t is None else str(names.get(t, t)))
 
 
-def window_picker(*, key: str, default_days: int = 90, with_freq: bool = True) -> tuple[datetime, datetime, str]:
-    """From/to dates (UTC midnights, end inclusive) and a bucket size; returns a [start, end) window."""
+def window_picker(*, key: str, default_days: int = 90, with_freq: bool = True,
+                  freqs: tuple[str, ...] = analytics.FREQS) -> tuple[datetime, datetime, str]:
+    """From/to dates (midnights of the zone the page states, end inclusive) and a bucket size."""
     today = utcnow().date()
     cols = st.columns(3 if with_freq else 2)
-    start_day = cols[0].date_input("From (UTC)", value=today - timedelta(days=default_days), key=f"{key}_from",
+    start_day = cols[0].date_input("From", value=today - timedelta(days=default_days), key=f"{key}_from",
                                    max_value=today + timedelta(days=1))
-    end_day = cols[1].date_input("To (UTC, inclusive)", value=today, key=f"{key}_to",
+    end_day = cols[1].date_input("To (inclusive)", value=today, key=f"{key}_to",
                                  max_value=today + timedelta(days=366))
     freq = "day"
     if with_freq:
-        freq = cols[2].selectbox("Bucket", analytics.FREQS, index=1, key=f"{key}_freq")
+        freq = cols[2].selectbox("Bucket", freqs, index=freqs.index("day"), key=f"{key}_freq")
     start = datetime.combine(start_day if isinstance(start_day, date) else today, time())
     end = datetime.combine(end_day if isinstance(end_day, date) else today, time()) + timedelta(days=1)
     return start, end, freq

@@ -1,0 +1,134 @@
+"""Page render budget at scale: time every page's reads on generated data (1M transactions / 10M ledger).
+
+Creates its own database `salesarck_bench_app` on SALESARCK_BENCH_DATABASE_URL (default the local
+PostgreSQL), fills it with `salesarck.reconcile.generate.generate`, then times each analytics read
+an admin's page render makes, cold (the SQL) and warm (the app's st.cache_data hit). `--keep`
+keeps the database for a second run with `--reuse`.
+
+    .venv/bin/python bench/app.py --wallets 1000000 --ledger 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from salesarck import analytics
+from salesarck.authz import load_actor
+from salesarck.config import normalize_database_url
+from salesarck.db import migrate
+from salesarck.db.engine import make_engine
+from salesarck.timeutil import utcnow
+
+DB = "salesarck_bench_app"
+
+
+def admin_conn(url: sa.URL) -> psycopg.Connection:
+    return psycopg.connect(url.set(drivername="postgresql", database="postgres").render_as_string(False),
+                           autocommit=True)
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    runs, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tenants", type=int, default=20)
+    ap.add_argument("--wallets", type=int, default=1_000_000)
+    ap.add_argument("--ledger", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--reuse", action="store_true", help="use the existing bench database as it is")
+    ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = ap.parse_args()
+    server = normalize_database_url(os.environ.get("SALESARCK_BENCH_DATABASE_URL",
+                                                   "postgresql://postgres@127.0.0.1:5432/postgres"))
+    url = server.set(database=DB)
+    if not args.reuse:
+        with admin_conn(server) as c:
+            c.execute(f'drop database if exists "{DB}" with (force)')
+            c.execute(f'create database "{DB}"')
+    engine = make_engine(url)
+    try:
+        if not args.reuse:
+            migrate.upgrade(engine)
+            from salesarck.reconcile.generate import generate
+
+            t0 = time.perf_counter()
+            summary = generate(engine, tenants=args.tenants, wallets=args.wallets, ledger_entries=args.ledger,
+                               drift_rate=0.001, seed=1)
+            print(f"generated in {time.perf_counter() - t0:.1f} s: {summary}")
+            with engine.connect() as conn:
+                conn.execute(sa.text("analyze"))
+        with engine.connect() as conn:
+            counts = conn.execute(sa.text(
+                "select (select count(*) from transactions), (select count(*) from wallet_ledger),"
+                " (select count(*) from wallets), (select email from users where role = 'admin' and status = 'active'"
+                " and email is not null limit 1)")).one()
+            print(f"data: {counts[0]:,} transactions, {counts[1]:,} ledger rows, {counts[2]:,} wallets")
+            actor = load_actor(conn, counts[3])
+            tenant = conn.execute(sa.text("select id from tenants order by name limit 1")).scalar_one()
+            wallet = conn.execute(sa.text("select wallet_id from wallet_ledger group by wallet_id"
+                                          " order by count(*) desc limit 1")).scalar_one()
+        end = utcnow()
+        start = end - timedelta(days=90)
+        reads: dict[str, list[tuple[str, Callable[[sa.Connection], Any]]]] = {
+            "Overview": [("overview_kpis", lambda c: analytics.overview_kpis(c, actor=actor)),
+                         ("connections_status", lambda c: analytics.connections_status(c, actor=actor))],
+            "Transactions (all tenants, day)": [
+                ("transactions_timeline", lambda c: analytics.transactions_timeline(
+                    c, actor=actor, start=start, end=end, by="tenant")),
+                ("transactions_page", lambda c: analytics.transactions_page(c, actor=actor, start=start, end=end))],
+            "Transactions (one tenant)": [
+                ("transactions_timeline", lambda c: analytics.transactions_timeline(
+                    c, actor=actor, start=start, end=end, tenant_id=tenant, by="provider")),
+                ("transactions_page", lambda c: analytics.transactions_page(
+                    c, actor=actor, start=start, end=end, tenant_id=tenant))],
+            "Rewards (all tenants)": [
+                ("rewards_timeline", lambda c: analytics.rewards_timeline(c, actor=actor, start=start, end=end)),
+                ("liability_timeline", lambda c: analytics.liability_timeline(c, actor=actor, start=start, end=end)),
+                ("rule_versions", lambda c: analytics.rule_versions(c, actor=actor))],
+            "Rewards (one tenant)": [
+                ("rewards_timeline", lambda c: analytics.rewards_timeline(
+                    c, actor=actor, start=start, end=end, tenant_id=tenant)),
+                ("liability_timeline", lambda c: analytics.liability_timeline(
+                    c, actor=actor, start=start, end=end, tenant_id=tenant))],
+            "Wallet detail (busiest wallet)": [
+                ("wallet_summary", lambda c: analytics.wallet_summary(c, actor=actor, wallet_id=wallet)),
+                ("wallet_balance_series", lambda c: analytics.wallet_balance_series(c, actor=actor, wallet_id=wallet)),
+                ("wallet_ledger_page", lambda c: analytics.wallet_ledger_page(c, actor=actor, wallet_id=wallet)),
+                ("find_wallets", lambda c: analytics.find_wallets(c, actor=actor, query="example"))],
+            "Audit": [("audit_timeline", lambda c: analytics.audit_timeline(c, actor=actor, start=start, end=end)),
+                      ("audit_page", lambda c: analytics.audit_page(c, actor=actor, start=start, end=end))],
+        }
+        print(f"\n{'page':34} {'read':24} {'median s':>9}")
+        for page, items in reads.items():
+            total = 0.0
+            with engine.connect() as conn:
+                for name, fn in items:
+                    secs, _ = timed(lambda fn=fn: fn(conn), args.repeat)  # type: ignore[misc]
+                    total += secs
+                    print(f"{page:34} {name:24} {secs:9.3f}")
+            print(f"{page:34} {'= page total (cold SQL)':24} {total:9.3f}")
+    finally:
+        engine.dispose()
+        if not args.keep:
+            with admin_conn(server) as c:
+                c.execute(f'drop database if exists "{DB}" with (force)')
+
+
+if __name__ == "__main__":
+    main()
