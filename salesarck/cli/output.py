@@ -6,23 +6,30 @@ import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pandas as pd
-from rich.console import Console
-from rich.table import Table
 
 from salesarck.jsonutil import jsonable
 
+if TYPE_CHECKING:  # pandas is imported only when a command prints a DataFrame: fast CLI start-up
+    import pandas as pd
+
+
+def _is_frame(data: object) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "to_dict")
+
 
 def _rows(data: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(data, pd.DataFrame):
+    if _is_frame(data):
+        assert not isinstance(data, Sequence)
         return [jsonable({k: (None if _isna(v) else v) for k, v in r.items()}) for r in data.to_dict("records")]
     return [jsonable(dict(r)) for r in data]
 
 
 def _isna(value: Any) -> bool:
+    import pandas as pd
+
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
@@ -35,7 +42,7 @@ def emit(data: pd.DataFrame | Sequence[Mapping[str, Any]], fmt: str, *, title: s
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    columns = list(data.columns) if isinstance(data, pd.DataFrame) else (list(rows[0]) if rows else [])
+    columns = list(data.columns) if _is_frame(data) else (list(rows[0]) if rows else [])  # type: ignore[union-attr]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
@@ -46,6 +53,9 @@ def emit(data: pd.DataFrame | Sequence[Mapping[str, Any]], fmt: str, *, title: s
     if not rows:
         click.echo("(no rows)")
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False)
     for col in columns:
         table.add_column(str(col))
