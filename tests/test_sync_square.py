@@ -58,6 +58,23 @@ def test_full_sync_posts_every_completed_payment_with_details(world: World) -> N
     assert seen[-1].phase == "done" and seen[-1].pages == result.pages >= len(w.fake.locations)
 
 
+def test_batch_size_does_not_change_the_outcome(world: World, databases, engine) -> None:  # type: ignore[no-untyped-def]
+    from salesarck.db.engine import make_engine
+    from tests.test_sync_support import build_world
+
+    w = world
+    assert _sync(w).ok
+    other = make_engine(databases.clone())
+    try:
+        w2 = build_world(other, w.fake, w.base_url)
+        one_by_one = sync_connection(other, w2.connection.id, actor=None, settings=w2.settings, batch_size=7,
+                                     client_factory=fast_client_factory())
+        assert one_by_one.ok
+        assert db_state(other) == db_state(w.engine)
+    finally:
+        other.dispose()
+
+
 def test_resync_changes_nothing(world: World) -> None:
     w = world
     assert _sync(w).ok

@@ -2,10 +2,11 @@
 
 Square: every location, ListPayments on `updated_at` ascending from `watermark - lookback` (first
 sync: `--since`, default `sync_initial_days` back), so late offline payments, status changes and
-refunds on older payments are seen again. Per page, in ONE transaction: the lease is checked, the
-changed payments (newer than their `idempotency_keys` snapshot) are enriched (order line items,
-customer email/phone, refund objects) and posted through the rewards engine, their snapshots are
-stored and the run's counters move. The watermark and `last_synced_at` move only in the final
+refunds on older payments are seen again. Payments newer than their `idempotency_keys` snapshot are
+enriched (order line items, customer email/phone, refund objects); per batch of pages
+(`batch_size` payments, and always at a location's end), in ONE transaction, the lease is
+checked, the batch is posted through the rewards engine, its snapshots are stored and the
+run's counters move. The watermark and `last_synced_at` move only in the final
 transaction, after every page committed, so a crash anywhere loses and doubles nothing: the next
 run re-reads the window and skips what its snapshots say is already applied.
 """
@@ -15,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import queue
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -55,6 +58,7 @@ SQUARE_SYNC_HANDLER = "square_sync"
 SNAPSHOT_TTL = timedelta(days=30)
 FAILURES_BEFORE_ERROR = 3
 MAX_CUSTOMER_CACHE = 50_000
+PREFETCH_PAGES = 4
 
 
 @dataclass
@@ -69,6 +73,7 @@ class SyncContext:
     progress_cb: ProgressCallback | None
     client_factory: Callable[[str, SecretStr], Any] | None = None
     posting: PostingSummary = field(default_factory=PostingSummary)
+    batch_size: int = 1000  # payments posted per transaction (posting has a fixed cost per call)
 
     @property
     def progress(self) -> SyncProgress:
@@ -134,6 +139,7 @@ def sync_connection(
     settings: Settings | None = None,
     trigger: str | None = None,
     client_factory: Callable[[str, SecretStr], Any] | None = None,
+    batch_size: int = 1000,
 ) -> SyncResult:
     """Sync one connection now ("Sync now", `salesarck sync`, the worker).
 
@@ -144,6 +150,8 @@ def sync_connection(
     settings = settings or load_settings()
     if since is not None and since > utcnow():
         raise ValidationError("--since is in the future")
+    if not 1 <= batch_size <= 10_000:
+        raise ValidationError("batch_size must be between 1 and 10000")
     with engine.connect() as conn:
         info = conns.get_connection(conn, connection_id)
     if actor is not None:
@@ -157,7 +165,7 @@ def sync_connection(
     lease = acquire_lease(engine, connection_id=connection_id, tenant_id=info.tenant_id, provider=info.provider,
                           actor_user_id=actor.user_id if actor else None,
                           trigger=trigger or ("manual" if actor else "worker"))
-    ctx = SyncContext(engine, lease, info, settings, since, progress, client_factory)
+    ctx = SyncContext(engine, lease, info, settings, since, progress, client_factory, batch_size=batch_size)
     ctx.report("starting")
     try:
         outcome = fn(ctx)
@@ -305,28 +313,44 @@ def _sync_square(ctx: SyncContext, session: _SquareSession) -> SyncOutcome:
         raise ProviderHTTPError(f"Square lists no locations for merchant {conn_info.merchant_id}", status=200)
     with ctx.engine.begin() as conn:
         ctx.lease.checkpoint(conn, window_start=begin)
-    cache = _EnrichCache()
+    # fetching (pages, orders, customers, refunds) runs one page ahead of posting, in a thread, so
+    # the sync's speed is the slower of the two rather than their sum
+    pages: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=PREFETCH_PAGES)
+    stop = threading.Event()
+    producer = threading.Thread(target=_fetch_pages, args=(ctx, session, location_ids, begin, pages, stop),
+                                name=f"square-fetch-{conn_info.id}", daemon=True)
+    producer.start()
     max_seen: datetime | None = None
-    for location_id in location_ids:
-        ctx.progress.location_id = location_id
-        ctx.report("payments")
-        cursor: str | None = None
-        seen: set[str] = set()
+    pending: list[PaymentRecord] = []
+    ctx.report("payments")
+    try:
         while True:
-            page = session.call(partial(session.client.list_payments_page, cursor=cursor, location_id=location_id,
-                                        updated_at_begin_time=begin, sort_field="UPDATED_AT", sort_order="ASC",
-                                        limit=100))
-            page_max = apply_square_payments(ctx, session, page.payments, cache)
+            try:
+                item = pages.get(timeout=ctx.lease.lease_seconds / 4)
+            except queue.Empty:
+                ctx.lease.heartbeat()  # fetching is slow (retries, Retry-After): keep the lease
+                continue
+            if item[0] == "error":
+                raise item[1]
+            if item[0] == "done":
+                break
+            _, location_id, records, page_max, last_of_location = item
+            ctx.progress.location_id = location_id
+            pending.extend(records)
             if page_max is not None and (max_seen is None or page_max > max_seen):
                 max_seen = page_max
+            if len(pending) >= ctx.batch_size or last_of_location:
+                commit_square_batch(ctx, pending)  # a location's last page always commits
+                pending = []
             ctx.report()
-            if page.cursor is None:
+    finally:
+        stop.set()
+        while True:  # unblock a producer waiting to put
+            try:
+                pages.get_nowait()
+            except queue.Empty:
                 break
-            if page.cursor in seen:
-                raise CursorLoopError("Square ListPayments repeated a cursor; the sync stopped to avoid an "
-                                      "endless loop (nothing after the last good page was written)", status=200)
-            seen.add(page.cursor)
-            cursor = page.cursor
+        producer.join(timeout=60)
     candidates = [t for t in (old_wm, min(max_seen, started) if max_seen else None) if t is not None]
     new_wm = max(candidates) if candidates else begin
 
@@ -369,15 +393,48 @@ def _is_applied(snapshot: Any, rec: PaymentRecord) -> bool:
     return rec.updated_at == stored_at and (snapshot.get("version") == rec.version or rec.version is None)
 
 
-def apply_square_payments(ctx: SyncContext, session: _SquareSession, raw_payments: list[Any],
-                          cache: _EnrichCache) -> datetime | None:
-    """Map, dedup against snapshots, enrich, post and snapshot one page, in one transaction.
-    Returns the newest `updated_at` seen on the page (for the watermark)."""
-    p = ctx.progress
+def _fetch_pages(ctx: SyncContext, session: _SquareSession, location_ids: list[str], begin: datetime,
+                 out: queue.Queue[tuple[Any, ...]], stop: threading.Event) -> None:
+    """Producer: page every location, map and enrich each page, hand it over (or the error)."""
+
+    def put(item: tuple[Any, ...]) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    cache = _EnrichCache()
+    try:
+        for location_id in location_ids:
+            cursor: str | None = None
+            seen: set[str] = set()
+            while not stop.is_set():
+                page = session.call(partial(session.client.list_payments_page, cursor=cursor, location_id=location_id,
+                                            updated_at_begin_time=begin, sort_field="UPDATED_AT", sort_order="ASC",
+                                            limit=100))
+                records, page_max = prepare_square_payments(ctx, session, page.payments, cache)
+                if not put(("page", location_id, records, page_max, page.cursor is None)) or page.cursor is None:
+                    break
+                if page.cursor in seen:
+                    raise CursorLoopError("Square ListPayments repeated a cursor; the sync stopped to avoid an "
+                                          "endless loop (nothing after the last good batch was written)", status=200)
+                seen.add(page.cursor)
+                cursor = page.cursor
+        put(("done",))
+    except BaseException as exc:  # handed to the consumer, which raises it in the sync's thread
+        put(("error", exc))
+
+
+def prepare_square_payments(ctx: SyncContext, session: _SquareSession, raw_payments: list[Any],
+                            cache: _EnrichCache) -> tuple[list[PaymentRecord], datetime | None]:
+    """Map one page, drop what its snapshot says is applied, enrich the rest (no writes).
+    Returns the records to post and the newest `updated_at` seen (for the watermark)."""
     lease = ctx.lease
     merchant = ctx.connection.merchant_id
-    p.pages += 1
-    p.payments_seen += len(raw_payments)
+    lease.count(pages=1, payments_seen=len(raw_payments))
     mapped: list[tuple[dict[str, Any], PaymentRecord]] = []
     newest: datetime | None = None
     for raw in raw_payments:
@@ -393,36 +450,39 @@ def apply_square_payments(ctx: SyncContext, session: _SquareSession, raw_payment
         if rec.updated_at is not None and (newest is None or rec.updated_at > newest):
             newest = rec.updated_at
     keys = [_square_key(merchant, rec.provider_payment_id) for _, rec in mapped]
-    with ctx.engine.connect() as conn:
-        snaps: dict[str, Any] = dict(conn.execute(sa.text("select key, result_snapshot from idempotency_keys where key = any(:k)"),
-                                  {"k": keys}).all()) if keys else {}
-    fresh: list[tuple[dict[str, Any], PaymentRecord, dict[str, Any] | None]] = []
-    for raw, rec in mapped:
+    snaps: dict[str, Any] = {}
+    if keys:
+        with ctx.engine.connect() as conn:
+            snaps = dict(conn.execute(sa.text("select key, result_snapshot from idempotency_keys where key = any(:k)"),
+                                      {"k": keys}).all())
+    fresh: list[tuple[PaymentRecord, dict[str, Any] | None]] = []
+    for _raw, rec in mapped:
         snap = snaps.get(_square_key(merchant, rec.provider_payment_id))
         if _is_applied(snap, rec):
-            p.duplicates += 1
+            lease.count(duplicates=1)
         else:
-            fresh.append((raw, rec, snap if isinstance(snap, dict) else None))
-    records: list[PaymentRecord] = []
-    if fresh:
-        records = _enrich(ctx, session, fresh, cache)
+            fresh.append((rec, snap if isinstance(snap, dict) else None))
+    return (_enrich(ctx, session, fresh, cache) if fresh else []), newest
+
+
+def commit_square_batch(ctx: SyncContext, records: list[PaymentRecord]) -> None:
+    """Post records and store their snapshots and the run's counters in ONE transaction, fenced on
+    the lease (refused if another sync took it over)."""
+    lease = ctx.lease
     with ctx.engine.begin() as conn:
-        lease.checkpoint(conn)  # fence: refuses if another sync took the lease over
+        lease.checkpoint(conn)
         if records:
             summary = post_payments(conn, tenant_id=ctx.connection.tenant_id, records=records, arrival="poll")
             bad = {s.provider_id for s in summary.skipped}
             for s in summary.skipped:
                 lease.add_skipped(s.provider_id, s.reason)
             applied = [r for r in records if r.provider_payment_id not in bad]
-            _store_snapshots(conn, ctx.connection.tenant_id, merchant, applied)
+            store_square_snapshots(conn, ctx.connection.tenant_id, ctx.connection.merchant_id, applied)
             summary.skipped = []
             ctx.posting.merge(summary)
-            p.posted += summary.inserted
-            p.duplicates += summary.duplicates
-            p.points_credited += summary.points_credited
-            p.points_debited += summary.points_debited
+            lease.count(posted=summary.inserted, duplicates=summary.duplicates,
+                        points_credited=summary.points_credited, points_debited=summary.points_debited)
             lease.checkpoint(conn)  # store the counters with the batch they describe
-    return newest
 
 
 def _raw_id(raw: Any) -> str | None:
@@ -430,12 +490,20 @@ def _raw_id(raw: Any) -> str | None:
     return pid[:255] if isinstance(pid, str) else None
 
 
-def _store_snapshots(conn: Connection, tenant_id: uuid.UUID, merchant: str, records: list[PaymentRecord]) -> None:
-    """Upsert the last applied provider state per payment (set-based; never moves a snapshot back)."""
-    if not records:
+def store_square_snapshots(conn: Connection, tenant_id: uuid.UUID, merchant: str,
+                           records: list[PaymentRecord]) -> None:
+    """Upsert the last applied provider state per payment (set-based; never moves a snapshot back).
+    Used by the sync and by the webhook processor, so each skips what the other applied."""
+    newest: dict[str, PaymentRecord] = {}
+    for r in records:  # one row per key: ON CONFLICT cannot touch a row twice in one statement
+        key = _square_key(merchant, r.provider_payment_id)
+        prev = newest.get(key)
+        if prev is None or (r.updated_at or datetime.min) >= (prev.updated_at or datetime.min):
+            newest[key] = r
+    if not newest:
         return
-    keys = [_square_key(merchant, r.provider_payment_id) for r in records]
-    snaps = [dumps(_snapshot_of(r)) for r in records]
+    keys = list(newest)
+    snaps = [dumps(_snapshot_of(r)) for r in newest.values()]
     conn.execute(sa.text(
         "insert into idempotency_keys as k (key, tenant_id, handler, result_snapshot, expires_at, created_at)"
         " select v.key, :t, :h, cast(v.snap as jsonb), now() at time zone 'utc' + make_interval(days => :ttl),"
@@ -448,15 +516,16 @@ def _store_snapshots(conn: Connection, tenant_id: uuid.UUID, merchant: str, reco
     ), {"t": tenant_id, "h": SQUARE_SYNC_HANDLER, "ttl": SNAPSHOT_TTL.days, "keys": keys, "snaps": snaps})
 
 
-def _enrich(ctx: SyncContext, session: _SquareSession,
-            fresh: list[tuple[dict[str, Any], PaymentRecord, dict[str, Any] | None]],
+def _enrich(ctx: SyncContext, session: _SquareSession, items: Sequence[tuple[Any, ...]],
             cache: _EnrichCache) -> list[PaymentRecord]:
-    """Line items (orders batch-retrieve), customer email/phone (customers), exact refunds (refunds)."""
+    """Line items (orders batch-retrieve), customer email/phone (customers), exact refunds (refunds).
+    `items` are `(record, snapshot or None)` pairs (a leading raw object is accepted and ignored)."""
+    fresh: list[tuple[PaymentRecord, dict[str, Any] | None]] = [(it[-2], it[-1]) for it in items]
     client = session.client
-    order_ids = sorted({r.customer_ref["orderId"] for _, r, _ in fresh if r.customer_ref.get("orderId")})
+    order_ids = sorted({r.customer_ref["orderId"] for r, _ in fresh if r.customer_ref.get("orderId")})
     orders: dict[str, dict[str, Any]] = session.call(lambda: client.batch_retrieve_orders(order_ids)) if order_ids else {}
     out: list[PaymentRecord] = []
-    for _raw, rec, snap in fresh:
+    for rec, snap in fresh:
         ref = dict(rec.customer_ref)
         cust_id = ref.get("externalCustomerId")
         if isinstance(cust_id, str):
@@ -525,6 +594,7 @@ def _money(value: Any) -> int | None:
     return amount if isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= 2**31 - 1 else None
 
 
+_store_snapshots = store_square_snapshots  # the name the webhook processor imports
 register_provider("square", sync_square)
 
 

@@ -11,6 +11,7 @@ the lease was lost, so a stalled sync that was taken over cannot commit behind t
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,13 @@ class SyncLease:
         self.lease_seconds = lease_seconds
         self.progress = SyncProgress(run_id, connection_id, provider)
         self.skipped_records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # a fetching thread and the posting thread both count
+
+    def count(self, **deltas: int) -> None:
+        """Add to progress counters (pages=1, posted=n, ...), safely from several threads."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.progress, name, getattr(self.progress, name) + delta)
 
     def checkpoint(self, conn: Connection, *, window_start: datetime | None = None) -> None:
         """In the caller's transaction: fence on the lease, beat, store the counters so far."""
@@ -123,9 +131,10 @@ class SyncLease:
             self.checkpoint(conn)
 
     def add_skipped(self, provider_id: str | None, reason: str) -> None:
-        self.progress.skipped += 1
-        if len(self.skipped_records) < MAX_SKIPPED_IN_SUMMARY:
-            self.skipped_records.append({"provider_id": provider_id, "reason": reason[:300]})
+        with self._lock:
+            self.progress.skipped += 1
+            if len(self.skipped_records) < MAX_SKIPPED_IN_SUMMARY:
+                self.skipped_records.append({"provider_id": provider_id, "reason": reason[:300]})
 
     def finish(self, *, ok: bool, error: str | None = None, watermark_after: datetime | None = None,
                extra: dict[str, Any] | None = None, conn: Connection | None = None) -> SyncResult:
