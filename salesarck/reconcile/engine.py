@@ -146,7 +146,8 @@ def reconcile(conn: Engine | Connection | str | Path, *, tenant_id: Any = None, 
     recorded = False
     if actor is not None and actor.can(Permission.RUN_RECONCILIATION, tenant):
         run_id = uuid.uuid4()
-        recorded = _record(conn, run_id=run_id, actor=actor, tenant_id=tenant, key=key, backend=backend,
+        scope_tenant = tenant if tenant is not None else (tenants[0] if tenants and len(tenants) == 1 else None)
+        recorded = _record(conn, run_id=run_id, actor=actor, tenant_id=scope_tenant, key=key, backend=backend,
                            checks=check_ids, incremental=is_incremental, base_run_id=base_run,
                            db_snapshot=db_snapshot, started_at=started_at, t0=t0, totals=totals, drift=drift,
                            findings=findings, timings=timings)
