@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from salesarck import audit
 from salesarck.authz import Actor, Permission
@@ -43,6 +46,8 @@ BACKOFF_BASE_SECONDS = 15
 BACKOFF_MAX_SECONDS = 3600
 MAX_ERROR_CHARS = 500
 DEFAULT_BATCH = 200
+DEADLOCK_SQLSTATE = "40P01"
+DEADLOCK_RETRIES = 3
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -69,6 +74,7 @@ class _Work:
     error: str | None = None
     permanent: bool = False
     to_enrich: tuple[str, dict[str, Any]] | None = None  # (merchant, raw Square payment)
+    enriched: bool = False
 
 
 @dataclass
@@ -250,8 +256,22 @@ def _enrich_square(works: list[_Work], fetcher: Fetcher) -> None:
             res = got.get(w.payments[0].provider_payment_id)
             if isinstance(res, PaymentRecord):
                 w.payments = [res]
+                w.enriched = True
             else:
                 w.error = (res or "the payment could not be enriched")[:MAX_ERROR_CHARS]
+
+
+def _store_square_snapshots(conn: Connection, tenant_id: uuid.UUID, works: list[_Work]) -> None:
+    """Record the applied provider state in `idempotency_keys` as the sync does, so the next poll
+    skips these payments cheaply (only for enriched records: the poll would post exactly these)."""
+    from salesarck.pos.sync import _store_snapshots
+
+    by_merchant: dict[str, list[PaymentRecord]] = defaultdict(list)
+    for w in works:
+        if w.to_enrich is not None:
+            by_merchant[w.to_enrich[0]].extend(w.payments)
+    for merchant, records in by_merchant.items():
+        _store_snapshots(conn, tenant_id, merchant, records)
 
 
 # --- posting ------------------------------------------------------------------------------------
@@ -259,19 +279,21 @@ def _enrich_square(works: list[_Work], fetcher: Fetcher) -> None:
 
 def _post(conn: Connection, tenant_id: uuid.UUID, works: list[_Work], result: BatchResult) -> None:
     """Post a tenant's records in one savepoint; a failing posting falls back to event by event."""
-    def post(items: list[_Work]) -> None:
+    def post(items: list[_Work], result: BatchResult) -> None:
         payments = [p for w in items for p in w.payments]
         if payments:
             by_provider: dict[str, list[PaymentRecord]] = defaultdict(list)
             for p in payments:
                 by_provider[p.provider].append(p)
-            for recs in by_provider.values():
+            for prov, recs in by_provider.items():
                 summary = post_payments(conn, tenant_id=tenant_id, records=recs, arrival="webhook")
                 if summary.skipped:
                     bad = {s.provider_id for s in summary.skipped}
                     for w in items:
                         if any(p.provider_payment_id in bad for p in w.payments):
                             raise PermanentEventError("; ".join(s.reason for s in summary.skipped)[:MAX_ERROR_CHARS])
+                if prov == "square":
+                    _store_square_snapshots(conn, tenant_id, [w for w in items if w.enriched])
                 result.transactions_inserted += summary.inserted
                 result.points_credited += summary.points_credited
                 result.points_debited += summary.points_debited
@@ -285,22 +307,49 @@ def _post(conn: Connection, tenant_id: uuid.UUID, works: list[_Work], result: Ba
                                        arrival="webhook")
                 result.points_debited += summary.points_debited
 
+    def attempt(items: list[_Work]) -> None:
+        """One savepoint; a deadlock (concurrent posting of overlapping payments) is retried at once,
+        since rolling the savepoint back released what the other transaction waited for."""
+        for n in range(DEADLOCK_RETRIES + 1):
+            delta = BatchResult()
+            try:
+                with conn.begin_nested():
+                    post(items, delta)
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != DEADLOCK_SQLSTATE or n == DEADLOCK_RETRIES:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (n + 1))
+                continue
+            result.transactions_inserted += delta.transactions_inserted
+            result.points_credited += delta.points_credited
+            result.points_debited += delta.points_debited
+            return
+
     try:
-        with conn.begin_nested():
-            post(works)
+        attempt(works)
         return
     except Exception as exc:
         if len(works) == 1:
-            works[0].error = str(exc)[:MAX_ERROR_CHARS] if isinstance(exc, SalesarckError) else type(exc).__name__
+            works[0].error = _describe(exc)
             works[0].permanent = isinstance(exc, PermanentEventError)
             return
     for w in works:  # isolate the bad one(s)
         try:
-            with conn.begin_nested():
-                post([w])
+            attempt([w])
         except Exception as exc:
-            w.error = str(exc)[:MAX_ERROR_CHARS] if isinstance(exc, SalesarckError) else type(exc).__name__
+            w.error = _describe(exc)
             w.permanent = isinstance(exc, PermanentEventError)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for an event's last error: ours verbatim, a database error's first line."""
+    if isinstance(exc, SalesarckError):
+        return str(exc)[:MAX_ERROR_CHARS]
+    orig = getattr(exc, "orig", None)
+    if orig is not None:
+        first = (str(orig).strip().splitlines() or [""])[0]
+        return f"database error: {first}"[:MAX_ERROR_CHARS]
+    return type(exc).__name__
 
 
 def _record(conn: Connection, works: list[_Work], now: datetime, result: BatchResult) -> None:
@@ -388,13 +437,14 @@ def process_pending(
     only_ids: list[uuid.UUID] | None = None,
     provider: str | None = None,
     should_stop: Any = None,
+    now: datetime | None = None,
 ) -> BatchResult:
     """Process batches until nothing is due (or `limit` events were claimed, or `should_stop()`)."""
     total = BatchResult()
     while limit is None or total.claimed < limit:
         size = batch_size if limit is None else min(batch_size, limit - total.claimed)
         batch = process_batch(engine, limit=size, fetcher=fetcher, actor=actor, only_ids=only_ids,
-                              provider=provider)
+                              provider=provider, now=now)
         total.merge(batch)
         if batch.claimed < size or (should_stop is not None and should_stop()):
             break
