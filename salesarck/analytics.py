@@ -436,6 +436,18 @@ def ledger_daily_flows(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID |
     return df.astype({"net_points": "int64"}) if len(df) else df
 
 
+def restrict_to_scope(frame: pd.DataFrame, *, actor: Actor, tenant_id: uuid.UUID | str | None = None,
+                      permission: Permission = Permission.VIEW_FINANCE) -> pd.DataFrame:
+    """Rows of a per-tenant frame (a shared rollup) that this actor may see, optionally one tenant.
+
+    Refuses exactly as the SQL reads do: a tenant outside the actor's scope is PermissionDenied.
+    """
+    scope = tenant_filter(actor, permission, tenant_id)
+    if scope is None or frame.empty:
+        return frame
+    return frame[frame["tenant_id"].isin(scope)].reset_index(drop=True)
+
+
 def liability_from_flows(flows: pd.DataFrame, values: pd.DataFrame, *, start: datetime, end: datetime,
                          freq: str = "day") -> pd.DataFrame:
     """`liability_timeline`'s frame from a daily rollup: closing balance per bucket and tenant.

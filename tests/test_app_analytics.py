@@ -210,3 +210,17 @@ def test_rollups_give_the_same_numbers_as_the_direct_queries(engine: Engine, wor
                    [int(rd[c].sum()) for c in ("earned", "redeemed", "reversed")]
     with pytest.raises(ValidationError):
         analytics.liability_from_flows(flows, values, start=start, end=end, freq="hour")
+
+
+def test_shared_rollup_is_cut_to_the_actor_scope(engine: Engine, world: app_seed.World) -> None:
+    admin, client = actor(engine, world, "admin"), actor(engine, world, "client")
+    with engine.connect() as conn:
+        flows = analytics.ledger_daily_flows(conn, actor=admin)
+    assert set(flows["tenant_id"]) == {world.tenant_a, world.tenant_b}
+    mine = analytics.restrict_to_scope(flows, actor=client)
+    assert set(mine["tenant_id"]) == {world.tenant_a}
+    assert int(mine["net_points"].sum()) == 120
+    with pytest.raises(PermissionDenied):
+        analytics.restrict_to_scope(flows, actor=client, tenant_id=world.tenant_b)
+    with pytest.raises(PermissionDenied):
+        analytics.restrict_to_scope(flows, actor=actor(engine, world, "pos_operator"))

@@ -212,3 +212,14 @@ def test_oidc_mode_requires_sign_in_then_maps_email(world: app_seed.World, monke
     at.user = {"is_logged_in": True, "email": world.emails["consumer"]}
     at.run()
     assert sidebar_links(at) == [] and len(at.warning) == 1
+
+
+def test_rewards_page_numbers_are_scoped(world: app_seed.World, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = run_as(monkeypatch, world.emails["admin"], "pages/rewards.py")
+    assert_clean(admin)
+    assert {m.label: m.value for m in admin.metric}["Earned"] == "190 pts"
+    client = run_as(monkeypatch, world.emails["client"], "pages/rewards.py")
+    assert_clean(client)
+    metrics = {m.label: m.value for m in client.metric}
+    assert (metrics["Earned"], metrics["Redeemed"]) == ("150 pts", "30 pts")
+    assert len(client.get("plotly_chart")) == 3

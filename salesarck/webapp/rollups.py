@@ -1,9 +1,10 @@
 """Warm daily rollups for the heaviest reads (ledger and reward events over their whole history).
 
 At 10M ledger rows one pass over the ledger takes seconds, too slow for a page render. The app
-keeps each scope's daily rollup (days x tenants: small) in process memory, refreshes it in a
-background thread every few minutes while someone uses it, and derives any window and bucket
-size from it in pandas. The admin (all tenants, UTC) rollups are computed at start-up. Pages say
+keeps one daily rollup per time zone for all tenants (days x tenants: small) in process memory,
+computed at start-up for UTC and every tenant's zone and refreshed in a background thread every
+few minutes; each request takes only the rows of its actor's tenants (`restrict_to_scope`, the
+same scope rules as the SQL reads) and derives any window and bucket size in pandas. Pages say
 how fresh the numbers are.
 """
 
@@ -22,20 +23,22 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from salesarck import analytics
-from salesarck.authz import Actor
+from salesarck.authz import Actor, Permission
+from salesarck.errors import ValidationError
 from salesarck.timeutil import utcnow
-from salesarck.webapp.resources import _engine, actor_from_key, actor_key, db_key
+from salesarck.webapp.resources import _engine, actor_from_key, db_key
 
 log = logging.getLogger("salesarck.app.rollups")
 
-REFRESH_SECONDS = 300  # a used rollup is recomputed in the background this often
+REFRESH_SECONDS = 300  # a rollup is recomputed in the background this often
 MAX_AGE_SECONDS = 900  # older than this (nobody used it for a while): recompute before showing
 IDLE_FORGET_SECONDS = 3600  # unused this long: stop refreshing it
 ROLLUPS: dict[str, Callable[..., pd.DataFrame]] = {
     "ledger_daily_flows": analytics.ledger_daily_flows,
     "reward_daily": analytics.reward_daily,
 }
-Key = tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]
+Key = tuple[str, str]  # (rollup name, time zone)
+ALL_TENANTS = ("admin", "active", ())  # the reader scope rollups are computed with
 
 
 @dataclass
@@ -57,14 +60,15 @@ class RollupStore:
         self._thread.start()
 
     def _compute(self, key: Key) -> _Entry:
-        name, who, params = key
+        name, tz = key
         with self.engine.connect() as conn:
-            frame = ROLLUPS[name](conn, actor=actor_from_key(who), **dict(params))
+            frame = ROLLUPS[name](conn, actor=actor_from_key(ALL_TENANTS), tz=tz)
         return _Entry(frame, utcnow(), time.monotonic())
 
-    def get(self, actor: Actor, name: str, **params: Any) -> tuple[pd.DataFrame, datetime]:
-        """The rollup for this actor's scope, computing it now only when missing or too old."""
-        key: Key = (name, actor_key(actor), tuple(sorted(params.items())))
+    def get(self, actor: Actor, name: str, *, tenant_id: Any = None, tz: str = "UTC") -> tuple[pd.DataFrame, datetime]:
+        """This actor's rows of the rollup for `tz`, computing it now only when missing or too old."""
+        analytics.tenant_filter(actor, Permission.VIEW_FINANCE, tenant_id)  # refuse before any work
+        key: Key = (name, analytics.check_timezone(tz))
         with self._lock:
             entry = self._entries.get(key)
         if entry is None or (utcnow() - entry.computed_at).total_seconds() > MAX_AGE_SECONDS:
@@ -72,7 +76,7 @@ class RollupStore:
             with self._lock:
                 self._entries[key] = entry
         entry.last_used = time.monotonic()
-        return entry.frame, entry.computed_at
+        return analytics.restrict_to_scope(entry.frame, actor=actor, tenant_id=tenant_id), entry.computed_at
 
     def prewarm(self, keys: list[Key]) -> None:
         for key in keys:
@@ -86,15 +90,30 @@ class RollupStore:
             with self._lock:
                 self._entries.setdefault(key, entry)
 
+    def _zones(self) -> list[str]:
+        with self.engine.connect() as conn:
+            zones = set(analytics.tenants(conn, actor=actor_from_key(ALL_TENANTS))["timezone"])
+        ok = []
+        for z in sorted(zones - {"UTC"}):
+            try:
+                ok.append(analytics.check_timezone(z))
+            except ValidationError:
+                continue
+        return ["UTC", *ok]
+
     def _loop(self) -> None:
-        admin = ("admin", "active", ())
-        self.prewarm([(name, admin, (("tz", "UTC"),)) for name in ROLLUPS])
+        try:
+            zones = self._zones()
+        except Exception:  # noqa: BLE001
+            log.warning("could not list tenant time zones for the rollup warm-up", exc_info=True)
+            zones = ["UTC"]
+        self.prewarm([(name, z) for z in zones for name in ROLLUPS])
         while not self._stop.wait(30):
             now = time.monotonic()
             with self._lock:
                 items = list(self._entries.items())
             for key, entry in items:
-                if now - entry.last_used > IDLE_FORGET_SECONDS:
+                if now - entry.last_used > IDLE_FORGET_SECONDS and key[1] != "UTC":
                     with self._lock:
                         self._entries.pop(key, None)
                 elif (utcnow() - entry.computed_at).total_seconds() > REFRESH_SECONDS:
@@ -116,11 +135,12 @@ def _store(key: str) -> RollupStore:
     return RollupStore(_engine(key))
 
 
-def rollup(actor: Actor, fn: Callable[..., pd.DataFrame], **params: Any) -> tuple[pd.DataFrame, datetime]:
-    """A warm daily rollup (`analytics.ledger_daily_flows` or `analytics.reward_daily`) and its age."""
+def rollup(actor: Actor, fn: Callable[..., pd.DataFrame], *, tenant_id: Any = None,
+           tz: str = "UTC") -> tuple[pd.DataFrame, datetime]:
+    """The actor's rows of a warm daily rollup (`ledger_daily_flows` / `reward_daily`) and its time."""
     if ROLLUPS.get(fn.__name__) is not fn:
         raise ValueError(f"{fn.__name__} is not a rollup")
-    return _store(db_key()).get(actor, fn.__name__, **params)
+    return _store(db_key()).get(actor, fn.__name__, tenant_id=tenant_id, tz=tz)
 
 
 def start() -> None:
