@@ -35,7 +35,7 @@ from salesarck.pos.fake.square import Faults, Gate
 
 DEFAULT_ACCESS_TOKEN = "fake-clover-access-token"  # a placeholder the fake accepts, not a real token
 DEFAULT_REFRESH_TOKEN = "fake-clover-refresh-token"
-DEFAULT_CLIENT_ID = "FAKECLOVERAPP"
+DEFAULT_CLIENT_ID = "fake-clover-client"  # what the demo settings name (CLOVER_CLIENT_ID)
 DEFAULT_APP_ID = "FAKECLOVERAPP"
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
