@@ -172,6 +172,8 @@ def store_events(engine: Engine, events: Sequence[NewEvent]) -> StoreResult:
 def store_events_in(conn: Connection, events: Sequence[NewEvent]) -> StoreResult:
     provider = events[0].provider
     assert all(e.provider == provider for e in events)
+    if all(len(e.keys) == 1 for e in events) and len({e.keys[0] for e in events}) == len(events):
+        return _store_single_key(conn, events)
     all_keys = [k for e in events for k in e.keys]
     seen = set(
         conn.execute(
@@ -219,6 +221,46 @@ def store_events_in(conn: Connection, events: Sequence[NewEvent]) -> StoreResult
             )
         kept.append(ev)
     return StoreResult(len(kept), duplicates, tuple(e.event_id for e in kept))
+
+
+_SINGLE_KEY = """
+with k as (
+    insert into pos_webhook_event_keys (provider, dedup_key, event_id)
+    select :p, u.k, u.i from unnest(cast(:keys as text[]), cast(:ids as uuid[])) as u(k, i) order by u.k
+    on conflict do nothing
+    returning event_id),
+r as (
+    insert into pos_webhook_events_raw (id, tenant_id, provider, event_type, raw_payload, signature_header, processed)
+    select u.i, u.t, :p, u.et, cast(u.pl as jsonb), u.sig, false
+    from unnest(cast(:ids as uuid[]), cast(:tids as uuid[]), cast(:ets as text[]), cast(:pls as text[]),
+                cast(:sigs as text[])) as u(i, t, et, pl, sig)
+    where u.i in (select event_id from k)
+    returning id),
+b as (
+    insert into pos_webhook_event_bodies (event_id, merchant_id, raw_body)
+    select u.i, u.m, u.b from unnest(cast(:ids as uuid[]), cast(:ms as text[]), cast(:bs as bytea[])) as u(i, m, b)
+    where u.i in (select id from r)
+    returning event_id)
+select event_id from b
+"""
+
+
+def _store_single_key(conn: Connection, events: Sequence[NewEvent]) -> StoreResult:
+    """One statement for events with one key each (Square): the key insert decides, in the database,
+    which rows are new; the raw row and its body follow only for those (the key's foreign key to the
+    raw row is checked at the end of the statement)."""
+    stored = conn.execute(sa.text(_SINGLE_KEY), {
+        "p": events[0].provider,
+        "keys": [e.keys[0] for e in events],
+        "ids": [e.event_id for e in events],
+        "tids": [e.tenant_id for e in events],
+        "ets": [e.event_type for e in events],
+        "pls": [json.dumps(e.payload, ensure_ascii=False) for e in events],
+        "sigs": [e.signature for e in events],
+        "ms": [e.merchant_id for e in events],
+        "bs": [e.raw_body for e in events],
+    }).scalars().all()
+    return StoreResult(len(stored), len(events) - len(stored), tuple(stored))
 
 
 def _narrow_clover(ev: NewEvent, keep: set[str]) -> NewEvent:
