@@ -13,6 +13,8 @@ to read everything, or use `iter_frames` for chunk-by-chunk processing.
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +22,8 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -174,35 +178,87 @@ def connection(conn: Connectable) -> Iterator[Connection]:
         yield conn
 
 
-def _typed(df: pd.DataFrame, spec: Mapping[str, tuple[Kind, str | None]], *, final: bool = True) -> pd.DataFrame:
-    """Apply the spec's dtypes; categoricals get the enumeration's values plus any others seen."""
-    out = {}
+# How each kind of column crosses from PostgreSQL's CSV COPY into Arrow.
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "id": pa.string(), "text": pa.string(), "cat": pa.string(), "json": pa.string(),
+    "ts": pa.timestamp("us"), "int": pa.int64(), "bool": pa.bool_(),
+}
+_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.string(): pd.StringDtype(), pa.bool_(): pd.BooleanDtype()}
+
+
+class _CopyStream(io.RawIOBase):
+    """A file-like view of `COPY ... TO STDOUT`, so pyarrow parses it block by block."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = bytes(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _batches(conn: Connectable, query: sa.Select[Any], spec: Mapping[str, tuple[Kind, str | None]]
+             ) -> Iterator[pa.RecordBatch]:
+    """Stream a query's rows as Arrow record batches: PostgreSQL's CSV COPY parsed by pyarrow.
+
+    The query keeps its bound parameters (psycopg quotes them client-side for COPY) and runs on the
+    caller's connection, inside its transaction, so a read-only session stays read-only.
+    """
+    with connection(conn) as c:
+        compiled = query.compile(dialect=c.dialect, compile_kwargs={"render_postcompile": True})
+        names = [str(col.key) for col in query.selected_columns]
+        types = {n: _ARROW_TYPES[spec.get(n, ("text", None))[0]] for n in names}
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                       quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"])
+        raw = c.connection.dbapi_connection
+        assert raw is not None
+        cur = raw.cursor()
+        try:
+            with cur.copy(f"copy ({compiled}) to stdout (format csv, header true)", compiled.params) as copy:
+                stream = io.BufferedReader(_CopyStream(iter(copy)), buffer_size=1 << 20)
+                try:
+                    reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=4 << 20),
+                                            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                                            convert_options=convert)
+                except pa.ArrowInvalid:  # nothing at all came back (not even the header)
+                    return
+                yield from reader
+        finally:
+            cur.close()
+
+
+def _empty_table(spec: Mapping[str, tuple[Kind, str | None]], names: Sequence[str]) -> pa.Table:
+    return pa.table({n: pa.array([], type=_ARROW_TYPES[spec.get(n, ("text", None))[0]]) for n in names})
+
+
+def _frame(table: pa.Table, spec: Mapping[str, tuple[Kind, str | None]], *, final: bool = True) -> pd.DataFrame:
+    """Arrow to pandas with the spec's dtypes: UTC-aware times, Int64, string, boolean, categoricals
+    (the enumeration's values plus any others seen), JSON as Python objects."""
+    fields = [pa.field(f.name, pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
+              for f in table.schema]
+    df = table.cast(pa.schema(fields)).to_pandas(types_mapper=_PANDAS_TYPES.get)
     for col in df.columns:
         kind, enum = spec.get(col, ("text", None))
-        s = df[col]
-        if kind in ("id", "text"):
-            out[col] = s.astype("string")
-        elif kind == "ts":
-            out[col] = pd.to_datetime(s).astype("datetime64[us]").dt.tz_localize("UTC")
-        elif kind == "int":
-            out[col] = pd.array(s.tolist(), dtype="Int64") if len(s) else s.astype("Int64")
-        elif kind == "bool":
-            out[col] = s.astype("boolean")
+        if kind == "json":
+            df[col] = pd.Series([json.loads(v) if isinstance(v, str) else None for v in df[col]],
+                                index=df.index, dtype="object")
         elif kind == "cat":
             known = ENUMS.get(enum or "", [])
-            if final:
-                seen = pd.Series(s.dropna().unique(), dtype="object").tolist()
-                cats = known + sorted(str(v) for v in seen if v not in known)
-            else:
-                cats = known
-            out[col] = s.astype("string").astype(pd.CategoricalDtype(cats)) if cats else s.astype("category")
-        else:  # json: Python objects as psycopg returns them
-            out[col] = s.astype("object")
-    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
-
-
-def _empty(columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype="object") for c in columns})
+            seen = [str(v) for v in df[col].dropna().unique()] if final else []
+            cats = known + sorted(v for v in seen if v not in known)
+            df[col] = df[col].astype(pd.CategoricalDtype(cats))
+    return df
 
 
 def read_frame(
@@ -214,7 +270,7 @@ def read_frame(
     what: str,
     head: int | None = None,
 ) -> pd.DataFrame:
-    """Run `query` in chunks and return one typed DataFrame; refuse more than `limit` rows.
+    """Run `query` through Arrow and return one typed DataFrame; refuse more than `limit` rows.
 
     `head=N` asks for the first N rows on purpose (a preview), so no limit applies.
     """
@@ -223,22 +279,19 @@ def read_frame(
         query, limit = query.limit(check_limit(head) or 0), None
     if limit is not None:
         query = query.limit(limit + 1)
-    parts: list[pd.DataFrame] = []
+    batches: list[pa.RecordBatch] = []
     rows = 0
-    with connection(conn) as c:
-        result = c.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(query)
-        columns = list(result.keys())
-        for chunk in result.partitions():
-            rows += len(chunk)
-            if limit is not None and rows > limit:
-                result.close()
-                raise RowLimitExceeded(
-                    f"{what} has more than {limit:,} rows in this scope; narrow it (tenant, wallet, start, end), "
-                    f"raise limit=, or pass limit=None (all=True) to read every row"
-                )
-            parts.append(pd.DataFrame.from_records(chunk, columns=columns))
-    frame = pd.concat(parts, ignore_index=True) if parts else _empty(columns)
-    return _typed(frame, spec)
+    for batch in _batches(conn, query, spec):
+        rows += batch.num_rows
+        if limit is not None and rows > limit:
+            raise RowLimitExceeded(
+                f"{what} has more than {limit:,} rows in this scope; narrow it (tenant, wallet, start, end), "
+                f"raise limit=, or pass limit=None (all=True) to read every row"
+            )
+        batches.append(batch)
+    names = [str(col.key) for col in query.selected_columns]
+    table = pa.Table.from_batches(batches) if batches else _empty_table(spec, names)
+    return _frame(table, spec)
 
 
 def iter_frames(
@@ -248,14 +301,21 @@ def iter_frames(
     *,
     chunksize: int = CHUNK_ROWS,
 ) -> Iterator[pd.DataFrame]:
-    """Yield typed DataFrames of at most `chunksize` rows each (flat memory for any table size)."""
+    """Yield typed DataFrames of `chunksize` rows (the last may be shorter): flat memory for any size."""
     if isinstance(chunksize, bool) or not isinstance(chunksize, int) or not 1 <= chunksize <= 10_000_000:
         raise ValidationError("chunksize must be an integer between 1 and 10,000,000")
-    with connection(conn) as c:
-        result = c.execution_options(stream_results=True, yield_per=chunksize).execute(query)
-        columns = list(result.keys())
-        for chunk in result.partitions():
-            yield _typed(pd.DataFrame.from_records(chunk, columns=columns), spec, final=False)
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in _batches(conn, query, spec):
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= chunksize:
+            table = pa.Table.from_batches(pending)
+            yield _frame(table.slice(0, chunksize), spec, final=False)
+            rest = table.slice(chunksize)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield _frame(pa.Table.from_batches(pending), spec, final=False)
 
 
 def _id(col: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[Any]:
