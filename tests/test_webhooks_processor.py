@@ -241,3 +241,54 @@ def test_unmappable_event_is_dead_lettered_at_once(engine: Engine) -> None:
         assert (res.failed, res.dead_lettered) == (1, 1)
         assert _count(engine, "select count(*) from transactions") == 0
         assert _count(engine, "select count(*) from pos_webhook_events_raw") == 1  # never silently dropped
+
+
+def test_events_without_the_object_are_fetched_and_clover_tokens_refreshed(engine: Engine) -> None:
+    with provider_env(engine) as env:
+        pid = env.square.payment_ids(status="COMPLETED")[0]
+        ev = env.square.webhook_event("payment.updated", pid)
+        del ev["data"]["object"]  # a notification that names the payment only
+        raw = json.dumps(ev).encode()
+        headers = {"content-type": "application/json",
+                   "x-square-hmacsha256-signature": sign_webhook(SIGNATURE_KEY, NOTIFICATION_URL, raw)}
+        assert httpx.post(env.receiver_url + "/webhooks/square", content=raw, headers=headers).status_code == 200
+        cpay = env.clover.payment_ids(result="SUCCESS")[0]
+        env.clover.expire_token()
+        env.clover.emit_webhook(env.receiver_url + "/webhooks/clover", auth_code=CLOVER_AUTH,
+                                events={env.clover.merchant_id: [(f"P:{cpay}", "UPDATE")]})
+        result = _process(env)
+        assert result.processed == 2 and result.failed == 0, result.errors
+        assert {pid, cpay} <= _txn_ids(engine)
+        assert env.clover.stats["refresh"] == 1
+
+
+def test_clover_poll_then_webhook_changes_nothing(engine: Engine) -> None:
+    with provider_env(engine) as env:
+        assert sync_connection(engine, env.clover_connection, actor=None, settings=env.settings).ok
+        before = state(engine)
+        ids = env.clover.payment_ids()[:6]
+        env.clover.emit_webhook(env.receiver_url + "/webhooks/clover", auth_code=CLOVER_AUTH,
+                                events={env.clover.merchant_id: [(f"P:{p}", "UPDATE") for p in ids]})
+        assert _process(env).processed == 1
+        assert state(engine) == before
+
+
+def test_a_revoked_clover_token_fails_the_event_and_marks_the_connection(engine: Engine) -> None:
+    with provider_env(engine) as env:
+        with engine.begin() as conn:  # a legacy token: nothing to refresh with
+            conn.execute(sa.text("update pos_connections set refresh_token_enc = '' where id = :c"),
+                         {"c": env.clover_connection})
+        env.clover.expire_token()
+        env.clover.emit_webhook(env.receiver_url + "/webhooks/clover", auth_code=CLOVER_AUTH,
+                                events={env.clover.merchant_id: [(f"P:{env.clover.payment_ids()[0]}", "UPDATE")]})
+        result = _process(env)
+        assert result.failed == 1 and result.dead_lettered == 0 and "reconnect" in result.errors[0]
+        with engine.connect() as conn:
+            status = conn.execute(sa.text("select status from pos_connections where id = :c"),
+                                  {"c": env.clover_connection}).scalar_one()
+        assert status == "token_expired"
+
+
+def _txn_ids(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text("select provider_transaction_id from transactions")).scalars())
