@@ -88,9 +88,13 @@ def burst(engine: Engine, tenant: uuid.UUID, admin: Any, wallet: uuid.UUID, rec:
         th.join()
     assert errors == []
     with engine.connect() as conn:
-        used = conn.execute(sa.text("select count(*) from idempotency_keys where key like :k"),
-                            {"k": f"%:{key}"}).scalar()
-    assert used in (0, 1)
+        used = conn.execute(sa.text("select count(*) from idempotency_keys where key = :k"),
+                            {"k": f"redemption:{wallet}:{key}"}).scalar()
+        redeemed = conn.execute(sa.text("select count(*) from wallet_ledger where wallet_id = :w and "
+                                        "description = 'redemption' and created_at = (select created_at from "
+                                        "idempotency_keys where key = :k)"),
+                                {"w": wallet, "k": f"redemption:{wallet}:{key}"}).scalar()
+    assert used in (0, 1) and redeemed == used  # the same key redeemed at most once
 
 
 def test_random_sequences_keep_the_books(engine: Engine) -> None:
@@ -141,7 +145,7 @@ def test_random_sequences_keep_the_books(engine: Engine) -> None:
             post([record(pid)])
         snapshot()
         pids = list(pays)
-        for step in steps:
+        for n, step in enumerate(steps):
             kind = step[0]
             if kind == "refund":
                 _, pi, ri, amount, completed, via_webhook = step
@@ -190,7 +194,7 @@ def test_random_sequences_keep_the_books(engine: Engine) -> None:
                 assert snapshot() == before
             elif kind == "burst":
                 pid = pids[step[2] % len(pids)]
-                burst(engine, tenant, admin, wallets[step[1]], record(pid), f"{tag}-burst-{len(history)}")
+                burst(engine, tenant, admin, wallets[step[1]], record(pid), f"{tag}-burst-{n}")
             snapshot()
 
         with engine.connect() as conn:

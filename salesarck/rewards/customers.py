@@ -18,7 +18,8 @@ def normalize_email(raw: Any) -> str | None:
     if not isinstance(raw, str):
         return None
     text = raw.strip().lower()
-    if not text or len(text) > MAX_EMAIL_CHARS or "@" not in text[1:-1] or any(c.isspace() or ord(c) < 32 for c in text):
+    if not text or len(text) > MAX_EMAIL_CHARS or "@" not in text[1:-1] or " " in text \
+            or not text.isprintable():
         return None
     return text
 

@@ -273,8 +273,6 @@ def _stage(conn: Connection, rows: Sequence[tuple[Any, ...]], refund_rows: Seque
             _exec(conn, statement)
     _copy(conn, "_sa_stage", _STAGE_COLS, rows)
     _copy(conn, "_sa_stage_refunds", _REFUND_COLS, refund_rows)
-    _exec(conn, "analyze _sa_stage")
-    _exec(conn, "analyze _sa_stage_refunds")
 
 
 def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: PostingSummary) -> None:
@@ -380,9 +378,12 @@ def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: 
     summary.refunds_unmatched += _exec(conn, "select count(*) from _sa_ref where txn_id is null").scalar_one()
     # 4. the transactions this batch touched, then their events
     _exec(conn, "drop table if exists pg_temp._sa_aff")
-    _exec(conn, "create temp table _sa_aff on commit drop as select txn_id, user_id, bool_or(is_new) as is_new "
-                "from (select txn_id, user_id, is_new from _sa_tx where txn_id is not null union all "
-                "select txn_id, user_id, false from _sa_ref where txn_id is not null) a group by txn_id, user_id")
+    # `touched`: a refund or a void arrived for it now, so its net points may have to move
+    _exec(conn, "create temp table _sa_aff on commit drop as select txn_id, user_id, bool_or(is_new) as is_new, "
+                "bool_or(touched) as touched from ("
+                "select txn_id, user_id, is_new, coalesce(is_voided, false) as touched from _sa_tx "
+                "where txn_id is not null union all "
+                "select txn_id, user_id, false, true from _sa_ref where txn_id is not null) a group by txn_id, user_id")
     _post_events(conn, tenant_id, summary)
 
 
@@ -396,7 +397,8 @@ _ACCRUE = """
         select wallet_id, 'credit', points, 'accrual', txn_id, (now() at time zone 'utc') from _sa_post
         where points > 0 order by txn_id)
     update wallets w set points_balance = w.points_balance + s.delta, updated_at = (now() at time zone 'utc')
-    from (select wallet_id, sum(points)::integer as delta from _sa_post where points > 0 group by wallet_id) s
+    from (select wallet_id, sum(points)::integer as delta from _sa_post where points > 0 and not new_wallet
+          group by wallet_id) s
     where w.id = s.wallet_id"""
 
 _REVERSE = """
@@ -416,27 +418,24 @@ _REVERSE = """
 def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary) -> None:
     """Accruals then reversals for the transactions in `_sa_aff`, under wallet row locks."""
     t = {"t": tenant_id}
-    # get-or-create wallets in user order, then lock them in id order: consistent lock order
-    _exec(conn, """
-        insert into wallets (tenant_id, user_id, points_balance, status, created_at)
-        select :t, user_id, 0, 'active', (now() at time zone 'utc')
-        from (select distinct user_id from _sa_aff where user_id is not null) u order by user_id
-        on conflict (tenant_id, user_id) do nothing""", t)
+    # lock the existing wallets of these customers in id order (a consistent order: no deadlocks);
+    # every event below is computed under these locks, so concurrent batches cannot double-post
     _exec(conn, """
         select w.id from wallets w
         where w.tenant_id = :t and w.user_id in (select user_id from _sa_aff where user_id is not null)
         order by w.id for update""", t)
     # accruals: known customer, rule in force at transaction_at, no accrual yet (new rows have none)
-    _exec(conn, "drop table if exists pg_temp._sa_post")
+    for name in ("_sa_acc0", "_sa_neww", "_sa_post"):
+        _exec(conn, f"drop table if exists pg_temp.{name}")
     _exec(conn, """
-        create temp table _sa_post on commit drop as
-        select x.id as txn_id, w.id as wallet_id,
+        create temp table _sa_acc0 on commit drop as
+        select x.id as txn_id, x.user_id, w.id as wallet_id, w.id is null as new_wallet,
                case when w.status = 'frozen' then null else r.id end as rule_id,
                case when w.status = 'frozen' then 0
                     else salesarck_points(x.amount_minor_units, c.exponent, r.rule_config) end as points
         from _sa_aff a
         join transactions x on x.id = a.txn_id
-        join wallets w on w.tenant_id = x.tenant_id and w.user_id = x.user_id
+        left join wallets w on w.tenant_id = x.tenant_id and w.user_id = x.user_id
         join currency_minor_units c on c.code = x.currency
         join lateral (
             select rr.id, rr.rule_config from reward_rules rr
@@ -445,19 +444,38 @@ def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary
         where a.user_id is not null
           and (a.is_new or not exists (select 1 from reward_events e
                                        where e.transaction_id = x.id and coalesce(e.points_redeemed, 0) = 0))""")
+    # get-or-create: a customer's first wallet opens with its accrued points (in user order, so
+    # concurrent creators queue on the unique key without deadlocks)
+    _exec(conn, """
+        create temp table _sa_neww on commit drop as
+        with ins as (
+            insert into wallets (tenant_id, user_id, points_balance, status, created_at)
+            select :t, user_id, sum(case when points > 0 then points else 0 end)::integer, 'active',
+                   (now() at time zone 'utc')
+            from _sa_acc0 where wallet_id is null group by user_id order by user_id
+            on conflict (tenant_id, user_id) do nothing
+            returning id, user_id)
+        select id, user_id from ins""", t)
+    raced = _exec(conn, """
+        update _sa_acc0 p set wallet_id = w.id, new_wallet = false from wallets w
+        where p.wallet_id is null and w.tenant_id = :t and w.user_id = p.user_id
+          and p.user_id not in (select user_id from _sa_neww)""", t).rowcount
+    if raced:  # another batch created the wallet meanwhile: lock it and move it like any other
+        _exec(conn, "select id from wallets where id in (select wallet_id from _sa_acc0 where not new_wallet) "
+                    "order by id for update")
+    _exec(conn, """
+        create temp table _sa_post on commit drop as
+        select p.txn_id, coalesce(p.wallet_id, n.id) as wallet_id, p.new_wallet, p.rule_id, p.points
+        from _sa_acc0 p left join _sa_neww n on p.wallet_id is null and n.user_id = p.user_id""")
     _exec(conn, _ACCRUE)
     acc = _exec(conn, "select count(*) as n, coalesce(sum(points), 0) as pts from _sa_post").one()
     summary.accruals += acc.n
     summary.points_credited += int(acc.pts)
-    # reversals: transactions with completed refunds or a void move their net points to the target
+    # reversals: transactions a refund or void touched move their net points to the target
     _exec(conn, "drop table if exists pg_temp._sa_rev")
     _exec(conn, """
         create temp table _sa_rev on commit drop as
-        with cand as (
-            select a.txn_id from _sa_aff a
-            where a.user_id is not null
-              and (exists (select 1 from transaction_refunds tr where tr.transaction_id = a.txn_id and tr.is_completed)
-                   or exists (select 1 from transaction_details d where d.transaction_id = a.txn_id and d.is_voided))),
+        with cand as (select txn_id from _sa_aff where touched and user_id is not null),
         acc as (
             select distinct on (e.transaction_id) e.transaction_id, e.wallet_id, e.rule_version_id
             from reward_events e join cand on cand.txn_id = e.transaction_id
@@ -508,8 +526,8 @@ def accrue(conn: Connection, transaction_id: uuid.UUID) -> int:
     if row is None:
         raise NotFound(f"no transaction {transaction_id}")
     _exec(conn, "drop table if exists pg_temp._sa_aff")
-    _exec(conn, "create temp table _sa_aff on commit drop as select id as txn_id, user_id, false as is_new "
-                "from transactions where id = :i", {"i": transaction_id})
+    _exec(conn, "create temp table _sa_aff on commit drop as select id as txn_id, user_id, false as is_new, "
+                "true as touched from transactions where id = :i", {"i": transaction_id})
     summary = PostingSummary()
     _post_events(conn, row.tenant_id, summary)
     return summary.points_credited
