@@ -29,7 +29,9 @@ with friendly():
         soon = utcnow() + timedelta(days=3)
         view = conns.assign(token_expiring=conns["token_expires_at"].notna() & (conns["token_expires_at"] < soon))
         st.dataframe(view.drop(columns=["tenant_id", "connection_id", "created_at"]), hide_index=True, width="stretch",
-                     column_config={"last_synced_at": st.column_config.DatetimeColumn("Last sync (UTC)"),
+                     column_config={"tenant": "Tenant", "pos_type": "Provider", "merchant_account_id": "Merchant",
+                                    "status": "Status",
+                                    "last_synced_at": st.column_config.DatetimeColumn("Last sync (UTC)"),
                                     "watermark_at": st.column_config.DatetimeColumn("Watermark (UTC)"),
                                     "token_expires_at": st.column_config.DatetimeColumn("Token expires (UTC)"),
                                     "token_expiring": st.column_config.CheckboxColumn("Expires within 3 days")})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from salesarck.webapp.registry import PAGES
@@ -101,3 +102,57 @@ def test_pos_operator_sees_sync_and_transactions(world: app_seed.World, db_url: 
         assert page.locator(ERROR_SELECTORS).count() == 0
     finally:
         stop_app(server)
+
+
+def test_sync_now_completes_with_its_progress_bar(engine: Engine, db_url: URL, tmp_path: Path, page: Any) -> None:
+    from salesarck.pos.fake.server import ThreadServer
+    from salesarck.pos.fake.square import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeSquare
+    from tests.test_sync_support import build_world
+
+    fake = FakeSquare(seed=11, payments=120, days=15)
+    with ThreadServer(fake.app) as srv:
+        w = build_world(engine, fake, srv.base_url, members_for_customers=30)
+        server = start_app(db_url, tmp_path / "home", local_user=w.operator.email or "", extra_env={
+            "SALESARCK_ENCRYPTION_KEYS": w.keys, "SALESARCK_SQUARE_BASE_URL": srv.base_url,
+            "SQUARE_CLIENT_ID": DEFAULT_CLIENT_ID, "SQUARE_CLIENT_SECRET": DEFAULT_CLIENT_SECRET})
+        try:
+            page.goto(f"{server.url}/sync")
+            wait_rendered(page)
+            page.get_by_role("button", name="Sync now").click()
+            page.wait_for_selector('[data-testid="stProgress"]', state="visible", timeout=30_000)
+            page.get_by_text("Sync finished").wait_for(timeout=90_000)
+            wait_rendered(page)
+            shot(page, "20-sync-now-finished")
+            assert page.locator('[data-testid="stProgress"]').count() >= 1
+            assert page.locator(ERROR_SELECTORS).count() == 0
+        finally:
+            stop_app(server)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from transactions")).scalar_one() > 0
+        assert conn.execute(sa.text("select status from sync_runs")).scalar_one() == "succeeded"
+
+
+def test_repair_with_a_reason_appears_in_the_audit_timeline(admin_app: AppServer, world: app_seed.World,
+                                                            engine: Engine, page: Any) -> None:
+    page.goto(f"{admin_app.url}/reconciliation")
+    wait_rendered(page)
+    page.get_by_role("button", name="Run reconciliation").click()
+    page.get_by_text("1 drifted", exact=False).first.wait_for(timeout=60_000)
+    wait_rendered(page)
+    shot(page, "21-reconciliation-run")
+    reason = "Snapshot missed a redemption; ticket FIN-77"
+    page.get_by_label("Reason (required; recorded in the audit log)").fill(reason)
+    page.get_by_role("button", name="Repair", exact=False).last.click()
+    page.get_by_text("Repaired 1 wallet", exact=False).wait_for(timeout=60_000)
+    shot(page, "22-repaired")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select points_balance from wallets where id = :w"),
+                            {"w": world.wallet_a}).scalar_one() == 120
+
+    page.goto(f"{admin_app.url}/audit")
+    wait_rendered(page)
+    entry = page.locator('[data-testid="stExpander"] summary').filter(has_text="wallet.snapshot_repair").first
+    entry.click()
+    page.get_by_text(reason, exact=False).wait_for(timeout=30_000)
+    shot(page, "23-audit-repair-entry")
+    assert page.locator(ERROR_SELECTORS).count() == 0
