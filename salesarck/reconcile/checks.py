@@ -159,43 +159,52 @@ class Scope:
         return self.tenants is not None or self.wallets is not None
 
 
-def wallet_sql(d: Dialect, scope: Scope) -> str:
-    """Per-wallet ledger balance, with redemptions and unexplained entries, for wallets that are
-    drifted, negative or whose redemptions disagree; plus a totals row (kind 'total')."""
+def wallet_sql(d: Dialect, scope: Scope, *, redemptions: bool = True) -> str:
+    """Per-wallet ledger balance for wallets that are drifted or negative (and, with `redemptions`,
+    whose purchase-less redemptions or unexplained entries disagree); plus a totals row (kind
+    'total'). Without `redemptions` it is the bare GROUP BY plus the comparison."""
     ledger_filter = ""
     if scope.restricted:
         ledger_filter = f"where l.wallet_id in (select w0.id from wallets w0 where {scope.wallet_pred('w0')})"
-    return f"""
-with bal as (
-    select l.wallet_id,
-           sum(case when l.entry_type = 'credit' then l.points else -l.points end) as bal,
-           count(*) as n,
+    extra_sums = extra_cte = extra_join = ""
+    extra_cols = "0 as red_debits, 0 as redeemed, 0 as n_orphan"
+    extra_where = ""
+    if redemptions:
+        extra_sums = """,
            sum(case when l.source_transaction_id is null and l.description = 'redemption'
                     then l.points else 0 end) as red_debits,
            sum(case when l.source_transaction_id is null and l.created_by_admin is null
-                     and (l.description is null or l.description <> 'redemption') then 1 else 0 end) as n_orphan
-    from wallet_ledger l {ledger_filter}
-    group by l.wallet_id
-),
+                     and (l.description is null or l.description <> 'redemption') then 1 else 0 end) as n_orphan"""
+        extra_cte = """
 evr as (
     select e.wallet_id, sum(coalesce(e.points_redeemed, 0)) as redeemed
     from reward_events e
     where e.transaction_id is null and coalesce(e.points_redeemed, 0) <> 0
     group by e.wallet_id
-),
+),"""
+        extra_join = "left join evr r on r.wallet_id = w.id"
+        extra_cols = ("coalesce(b.red_debits, 0) as red_debits, coalesce(r.redeemed, 0) as redeemed,"
+                      " coalesce(b.n_orphan, 0) as n_orphan")
+        extra_where = " or red_debits <> redeemed or n_orphan > 0"
+    return f"""
+with bal as (
+    select l.wallet_id,
+           sum(case when l.entry_type = 'credit' then l.points else -l.points end) as bal,
+           count(*) as n{extra_sums}
+    from wallet_ledger l {ledger_filter}
+    group by l.wallet_id
+),{extra_cte}
 j as (
     select w.id as wallet_id, w.tenant_id, w.user_id, w.points_balance as snapshot_points,
-           coalesce(b.bal, 0) as ledger_points, coalesce(b.n, 0) as n,
-           coalesce(b.red_debits, 0) as red_debits, coalesce(r.redeemed, 0) as redeemed,
-           coalesce(b.n_orphan, 0) as n_orphan
+           coalesce(b.bal, 0) as ledger_points, coalesce(b.n, 0) as n, {extra_cols}
     from wallets w
     left join bal b on b.wallet_id = w.id
-    left join evr r on r.wallet_id = w.id
+    {extra_join}
     where {scope.wallet_pred('w')}
 )
 select 'row' as kind, wallet_id, tenant_id, user_id, snapshot_points, ledger_points, red_debits, redeemed, n_orphan
 from j
-where snapshot_points <> ledger_points or ledger_points < 0 or red_debits <> redeemed or n_orphan > 0
+where snapshot_points <> ledger_points or ledger_points < 0{extra_where}
 union all
 select 'total', null, null, null, count(*), sum(n), null, null, null from j
 """

@@ -117,7 +117,8 @@ def run_checks(con: duckdb.DuckDBPyConnection, checks: tuple[str, ...], scope: C
             progress(step, i, len(steps))
         t0 = time.perf_counter()
         if step == "wallets":
-            d, f, totals = C.wallet_findings(fetch(con, C.wallet_sql(C.DUCKDB, scope)), checks)
+            d, f, totals = C.wallet_findings(fetch(con, C.wallet_sql(
+                C.DUCKDB, scope, redemptions="reward_ledger_mismatch" in checks)), checks)
             drift += d
             findings += f
         elif step == "transactions":

@@ -38,7 +38,8 @@ def run_checks(conn: Connection, checks: tuple[str, ...], scope: C.Scope, *, tim
             progress(step, i, len(steps))
         t0 = time.perf_counter()
         if step == "wallets":
-            d, f, totals = C.wallet_findings(fetch(conn, C.wallet_sql(C.POSTGRES, scope)), checks)
+            d, f, totals = C.wallet_findings(fetch(conn, C.wallet_sql(
+                C.POSTGRES, scope, redemptions="reward_ledger_mismatch" in checks)), checks)
             drift += d
             findings += f
         elif step == "transactions":
