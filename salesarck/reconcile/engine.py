@@ -117,11 +117,11 @@ def reconcile(conn: Engine | Connection | str | Path, *, tenant_id: Any = None, 
         tables = read_tables(conn.engine if isinstance(conn, Connection) else conn)
         timings["load_arrow"] = time.perf_counter() - t1
         con = engine_duckdb.connect_arrow(tables)
+        tables.clear()  # DuckDB holds its own copy now
         drift, findings, totals = engine_duckdb.run_checks(con, check_ids, scope, timings=timings,
                                                            progress=progress)
         _explain(drift, lambda sql: engine_duckdb.fetch(con, sql), timings)
         con.close()
-        del tables
     else:
         with _reading(conn) as rc:
             engine_postgres.tune(rc)
