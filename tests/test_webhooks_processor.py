@@ -292,3 +292,25 @@ def test_a_revoked_clover_token_fails_the_event_and_marks_the_connection(engine:
 def _txn_ids(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(sa.text("select provider_transaction_id from transactions")).scalars())
+
+
+def test_app_operations_process_now_and_retry_now(engine: Engine) -> None:
+    from salesarck.pos.clover import CloverClient
+    from salesarck.pos.http import RetryPolicy
+
+    with provider_env(engine) as env:
+        env.clover.faults.server_errors = 10_000
+        env.clover.emit_webhook(env.receiver_url + "/webhooks/clover", auth_code=CLOVER_AUTH,
+                                events={env.clover.merchant_id: [(f"P:{env.clover.payment_ids()[0]}", "UPDATE")]})
+        fetcher = ProviderFetcher(engine, env.settings,
+                                  client_factory=lambda url, tok: CloverClient(url, tok, policy=RetryPolicy(max_attempts=1)))
+        assert processor.process_batch(engine, fetcher=fetcher).failed == 1
+        fetcher.close()
+        event_id = processor.list_events(engine, actor=env.admin, state="failed")[0]["id"]
+        env.clover.faults.server_errors = 0
+        assert processor.process_now(engine, actor=env.admin, settings=env.settings).claimed == 0  # backing off
+        assert processor.retry_now(engine, actor=env.admin, settings=env.settings, event_id=event_id).processed == 1
+        assert processor.backlog(engine, actor=env.admin)["pending"] == 0
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from admin_audit_logs where action = 'webhooks.retry'")
+                                ).scalar_one() == 1

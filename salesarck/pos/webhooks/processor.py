@@ -607,3 +607,42 @@ def next_due_in(engine: Engine, *, now: datetime | None = None) -> timedelta | N
     if at is None:
         return None
     return max(timedelta(0), at - (now or utcnow()))
+
+
+# --- for the app's buttons: the same operations with their provider fetcher managed -------------
+
+
+def process_now(engine: Engine, *, actor: Actor | None, settings: Settings, limit: int | None = None
+                ) -> BatchResult:
+    """"Process now": everything due (or `limit` events), fetching with the connections' tokens."""
+    from salesarck.pos.webhooks.fetch import ProviderFetcher
+
+    fetcher = ProviderFetcher(engine, settings)
+    try:
+        return process_pending(engine, limit=limit, fetcher=fetcher, actor=actor)
+    finally:
+        fetcher.close()
+
+
+def replay_now(engine: Engine, *, actor: Actor, settings: Settings, since: datetime, provider: str | None = None,
+               event_ids: list[uuid.UUID] | None = None) -> ReplayResult:
+    """"Replay": `replay` with its fetcher managed."""
+    from salesarck.pos.webhooks.fetch import ProviderFetcher
+
+    fetcher = ProviderFetcher(engine, settings)
+    try:
+        return replay(engine, actor=actor, since=since, provider=provider, settings=settings, fetcher=fetcher,
+                      event_ids=event_ids)
+    finally:
+        fetcher.close()
+
+
+def retry_now(engine: Engine, *, actor: Actor, settings: Settings, event_id: uuid.UUID) -> BatchResult:
+    """"Retry" of one dead letter: `retry_dead_letter` with its fetcher managed."""
+    from salesarck.pos.webhooks.fetch import ProviderFetcher
+
+    fetcher = ProviderFetcher(engine, settings)
+    try:
+        return retry_dead_letter(engine, actor=actor, event_id=event_id, fetcher=fetcher)
+    finally:
+        fetcher.close()
