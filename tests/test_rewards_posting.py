@@ -235,11 +235,16 @@ def test_hostile_records_are_skipped_and_write_nothing(engine: Engine, world: di
         replace(good, provider_payment_id="tz", transaction_at=datetime(2026, 1, 1).astimezone()),
         replace(good, provider_payment_id="prov", provider="paypal"),
         replace(good, provider_payment_id="ref", refunds=(refund("r", "other", 1),)),
+        replace(good, provider_payment_id="nul", customer_ref={"externalCustomerId": "a\x00b"}),
+        replace(good, provider_payment_id="set", customer_ref={"externalCustomerId": {1, 2}}),
+        replace(good, provider_payment_id="huge", line_items=[{"name": "x" * 300_000}]),
+        replace(good, provider_payment_id="stat", status="OK\x00"),
+        replace(good, provider_payment_id="flag", is_completed="yes"),
         {"id": "dict"},
         None,
     ]
     s = post(engine, t, [*bad, good])
-    assert (s.read, s.inserted, len(s.skipped)) == (11, 1, 10)
+    assert (s.read, s.inserted, len(s.skipped)) == (16, 1, 15)
     assert all(sk.reason for sk in s.skipped)
     with engine.connect() as conn:
         assert conn.execute(sa.text("select provider_transaction_id from transactions")).scalars().all() == ["ok"]

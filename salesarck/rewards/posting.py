@@ -36,6 +36,8 @@ from salesarck.rewards.customers import normalize_customer_ref
 MAX_INT32 = 2_147_483_647
 MAX_ID_CHARS = 255
 ARRIVALS = ("file", "poll", "webhook")
+MAX_CUSTOMER_REF_CHARS = 4_000
+MAX_LINE_ITEMS_CHARS = 200_000
 
 
 @dataclass
@@ -105,8 +107,10 @@ def _check_refund(r: Any, provider_payment_id: str | None = None) -> RefundRecor
     if provider_payment_id is not None and r.provider_payment_id != provider_payment_id:
         raise ValidationError(f"refund {r.provider_refund_id} belongs to another payment")
     _check_amount(r.amount_minor_units, "refund amount")
-    if not isinstance(r.status, str) or len(r.status) > 32:
-        raise ValidationError("refund status must be a short string")
+    if not isinstance(r.status, str) or len(r.status) > 32 or not r.status.isprintable():
+        raise ValidationError("refund status must be a short printable string")
+    if not isinstance(r.is_completed, bool):
+        raise ValidationError("refund is_completed must be a boolean")
     _check_time(r.refunded_at, "refunded_at", False)
     return r
 
@@ -120,8 +124,10 @@ def _check_payment(rec: Any) -> PaymentRecord:
     _check_amount(rec.amount_minor_units, "amount")
     if not isinstance(rec.currency, str) or rec.currency not in exponent_table():
         raise ValidationError(f"unknown currency {str(rec.currency)[:16]!r}")
-    if not isinstance(rec.status, str) or len(rec.status) > 32:
-        raise ValidationError("status must be a short string")
+    if not isinstance(rec.status, str) or len(rec.status) > 32 or not rec.status.isprintable():
+        raise ValidationError("status must be a short printable string")
+    if not isinstance(rec.is_completed, bool) or not isinstance(rec.is_voided, bool):
+        raise ValidationError("is_completed and is_voided must be booleans")
     _check_time(rec.transaction_at, "transaction_at", True)
     _check_time(rec.updated_at, "updated_at", False)
     if rec.location_id is not None:
@@ -131,6 +137,21 @@ def _check_payment(rec: Any) -> PaymentRecord:
     if sum(r.amount_minor_units for r in rec.refunds if r.is_completed) > MAX_INT32:
         raise ValidationError("refunds total is beyond a 32-bit integer")
     return rec
+
+
+def _json(value: Any, what: str, limit: int) -> str | None:
+    """JSON text for a jsonb column; PostgreSQL refuses NUL characters, so they are refused here."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{what} is not plain JSON ({type(exc).__name__})") from None
+    if len(text) > limit:
+        raise ValidationError(f"{what} is larger than {limit} characters")
+    if "\\u0000" in text or "\x00" in text:
+        raise ValidationError(f"{what} contains a NUL character")
+    return text
 
 
 def _latest(a: PaymentRecord, b: PaymentRecord) -> PaymentRecord:
@@ -223,10 +244,15 @@ def post_payments(
     refund_rows: list[tuple[Any, ...]] = []
     for rec in by_key.values():
         ref, email, mobile = normalize_customer_ref(rec.customer_ref, region)
+        try:
+            ref_json = _json(ref or None, "customer_ref", MAX_CUSTOMER_REF_CHARS)
+            items_json = _json(rec.line_items, "line_items", MAX_LINE_ITEMS_CHARS)
+        except ValidationError as exc:
+            summary.skipped.append(SkippedRecord(rec.provider_payment_id, str(exc)))
+            continue
         rows.append((rec.provider, rec.provider_payment_id, rec.status, rec.is_completed, rec.is_voided,
                      rec.amount_minor_units, rec.currency, rec.transaction_at, rec.updated_at, rec.location_id,
-                     json.dumps(ref) if ref else None,
-                     json.dumps(rec.line_items) if rec.line_items is not None else None, email, mobile))
+                     ref_json, items_json, email, mobile))
         refund_rows.extend((rec.provider, rec.provider_payment_id, r.provider_refund_id, r.amount_minor_units,
                             r.status, r.is_completed, r.refunded_at) for r in rec.refunds)
     _stage(conn, rows, refund_rows)
