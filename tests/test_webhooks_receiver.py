@@ -209,3 +209,27 @@ def test_unconfigured_secrets_refuse_with_503(engine: Engine) -> None:
         assert c.post("/webhooks/square", content=body, headers=signed(body)).status_code == 503
         assert c.post("/webhooks/clover", json={"merchants": {}}, headers={"x-clover-auth": "x"}).status_code == 503
     assert counts(engine) == dict.fromkeys(TABLES, 0)
+
+
+@pytest.mark.slow
+def test_serve_commands_run_as_processes(engine: Engine, test_env: object, tmp_path: object) -> None:
+    """`salesarck webhooks serve` (two uvicorn workers) and `salesarck fakepos serve clover` answer over HTTP."""
+    import os
+
+    from salesarck.pos.fake.clover import DEFAULT_ACCESS_TOKEN, FakeClover
+    from salesarck.pos.fake.server import ProcessServer
+
+    connect(engine, "square", "MSQ1")
+    env = {"SQUARE_WEBHOOK_SIGNATURE_KEY": KEY, "SQUARE_WEBHOOK_NOTIFICATION_URL": URL,
+           "CLOVER_WEBHOOK_AUTH_CODE": CLOVER_CODE, "DATABASE_URL": os.environ["DATABASE_URL"]}
+    body = json.dumps(square_event()).encode()
+    with ProcessServer(["webhooks", "serve", "--workers", "2"], env=env) as rv, \
+            ProcessServer(["fakepos", "serve", "clover", "--payments", "5"]) as cl:
+        r = httpx.post(rv.base_url + "/webhooks/square", content=body, headers=signed(body), timeout=30)
+        assert r.status_code == 200 and r.json()["stored"] == 1
+        assert httpx.get(rv.base_url + "/healthz", timeout=30).json()["database"] is True
+        mid = FakeClover(seed=1, payments=5).merchant_id  # the served fake's data is the same for the seed
+        got = httpx.get(f"{cl.base_url}/v3/merchants/{mid}/payments", timeout=30,
+                        headers={"authorization": f"Bearer {DEFAULT_ACCESS_TOKEN}"})
+        assert got.status_code == 200 and len(got.json()["elements"]) == 5
+    assert counts(engine)["pos_webhook_events_raw"] == 1

@@ -27,8 +27,10 @@ def webhooks() -> None:
 @webhooks.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8780, show_default=True, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Receiver processes (uvicorn workers), each with its own database pool.")
 @pass_ctx
-def webhooks_serve(ctx: CliContext, host: str, port: int) -> None:
+def webhooks_serve(ctx: CliContext, host: str, port: int, workers: int) -> None:
     """Run the receiver: POST /webhooks/square, POST /webhooks/clover, GET /healthz (until stopped)."""
     from salesarck.pos.webhooks.receiver import serve
 
@@ -39,7 +41,7 @@ def webhooks_serve(ctx: CliContext, host: str, port: int) -> None:
     if not settings.clover_webhook_auth_code:
         click.echo("warning: CLOVER_WEBHOOK_AUTH_CODE is not set; Clover webhooks (after the verification "
                    "handshake) will be refused", err=True)
-    serve(ctx.engine, settings, host=host, port=port)
+    serve(ctx.engine, settings, host=host, port=port, workers=workers)
 
 
 @webhooks.command("process")

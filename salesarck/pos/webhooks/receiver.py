@@ -253,10 +253,24 @@ def create_app(
     return app
 
 
-def serve(engine: Engine, settings: Settings, *, host: str, port: int) -> None:
-    """Run the receiver with uvicorn until stopped (SIGINT/SIGTERM shut it down gracefully)."""
+def app_from_environment() -> Starlette:
+    """The receiver built from the environment's settings (one per uvicorn worker process)."""
+    from salesarck.config import load_settings
+    from salesarck.db.session import open_engine
+
+    settings = load_settings()
+    return create_app(open_engine(settings), settings)
+
+
+def serve(engine: Engine, settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Run the receiver with uvicorn until stopped (SIGINT/SIGTERM shut it down gracefully).
+    With `workers` > 1, uvicorn runs that many processes, each with its own engine."""
     import uvicorn
 
-    app = create_app(engine, settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=10)
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": settings.log_level.lower(),
+                              "access_log": False, "timeout_graceful_shutdown": 10}
+    if workers > 1:
+        uvicorn.run("salesarck.pos.webhooks.receiver:app_from_environment", factory=True, workers=workers,
+                    **common)
+    else:
+        uvicorn.run(create_app(engine, settings), **common)
