@@ -1,6 +1,6 @@
 """Benchmark: accepted webhook events/s at the receiver, and processed events/s.
 
-    .venv/bin/python bench/webhooks.py [--events 5000] [--concurrency 32] [--payments 2000]
+    .venv/bin/python bench/webhooks.py [--events 5000] [--concurrency 32] [--payments 2000] [--receiver-workers 1]
 
 Creates (and finally drops) the database `salesarck_bench_webhooks` on the server named by
 SALESARCK_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres) and migrates it.
@@ -127,11 +127,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=5000, help="distinct events to send")
     ap.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP clients")
     ap.add_argument("--payments", type=int, default=2000, help="payments in the fake Square server")
+    ap.add_argument("--receiver-workers", type=int, default=1, help="uvicorn worker processes of the receiver")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = ap.parse_args()
     server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     fake = FakeSquare(seed=11, payments=args.payments, days=20)
-    results: dict[str, object] = {"events": args.events, "concurrency": args.concurrency}
+    results: dict[str, object] = {"events": args.events, "concurrency": args.concurrency,
+                                  "receiver_workers": args.receiver_workers, "cpus": os.cpu_count()}
     with ThreadServer(fake.app) as sq:
         engine, settings, db_url = setup(server, fake, sq.base_url)
         port = free_port()
@@ -139,7 +141,7 @@ def main() -> None:
                "SQUARE_WEBHOOK_NOTIFICATION_URL": NOTIFICATION_URL, "SALESARCK_LOG_LEVEL": "WARNING",
                "SALESARCK_HOME": str(ROOT / ".salesarck" / "bench-home")}
         proc = subprocess.Popen([sys.executable, "-c", "import sys; from salesarck.cli import main; main(sys.argv[1:])",
-                                 "webhooks", "serve", "--port", str(port)], env=env,
+                                 "webhooks", "serve", "--port", str(port), "--workers", str(args.receiver_workers)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(port, proc=proc, timeout=120)
