@@ -240,14 +240,18 @@ def test_hostile_records_are_skipped_and_write_nothing(engine: Engine, world: di
         replace(good, provider_payment_id="huge", line_items=[{"name": "x" * 300_000}]),
         replace(good, provider_payment_id="stat", status="OK\x00"),
         replace(good, provider_payment_id="flag", is_completed="yes"),
+        replace(good, provider_payment_id="twice", refunds=(refund("r", "twice", 1), refund("r", "twice", 2))),
+        replace(good, provider_payment_id="steal", refunds=(refund("rx", "steal", 1),)),
         {"id": "dict"},
         None,
     ]
-    s = post(engine, t, [*bad, good])
-    assert (s.read, s.inserted, len(s.skipped)) == (16, 1, 15)
+    owner = replace(good, provider_payment_id="owner", refunds=(refund("rx", "owner", 1),))
+    s = post(engine, t, [owner, *bad, good])
+    assert (s.read, s.inserted, len(s.skipped)) == (19, 2, 17)
     assert all(sk.reason for sk in s.skipped)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select provider_transaction_id from transactions")).scalars().all() == ["ok"]
+        assert sorted(conn.execute(sa.text("select provider_transaction_id from transactions")).scalars()) == [
+            "ok", "owner"]
     with pytest.raises(ValidationError), engine.begin() as conn:
         post_payments(conn, tenant_id=t, records=[good], arrival="carrier-pigeon")  # type: ignore[arg-type]
     with pytest.raises(NotFound), engine.begin() as conn:

@@ -132,8 +132,12 @@ def _check_payment(rec: Any) -> PaymentRecord:
     _check_time(rec.updated_at, "updated_at", False)
     if rec.location_id is not None:
         _check_id(rec.location_id, "location id")
+    if not isinstance(rec.refunds, tuple | list):
+        raise ValidationError("refunds must be a list of RefundRecords")
     for r in rec.refunds:
         _check_refund(r, rec.provider_payment_id)
+    if len({r.provider_refund_id for r in rec.refunds}) != len(rec.refunds):
+        raise ValidationError("a refund id is listed twice")
     if sum(r.amount_minor_units for r in rec.refunds if r.is_completed) > MAX_INT32:
         raise ValidationError("refunds total is beyond a 32-bit integer")
     return rec
@@ -242,8 +246,16 @@ def post_payments(
         by_key[key] = rec if prev is None else _latest(prev, rec)
     rows: list[tuple[Any, ...]] = []
     refund_rows: list[tuple[Any, ...]] = []
+    refund_owner: dict[tuple[str, str], str] = {}
     for rec in by_key.values():
         ref, email, mobile = normalize_customer_ref(rec.customer_ref, region)
+        clash = next((refund_owner[(rec.provider, r.provider_refund_id)] for r in rec.refunds
+                      if (rec.provider, r.provider_refund_id) in refund_owner), None)
+        if clash is not None:
+            summary.skipped.append(SkippedRecord(rec.provider_payment_id,
+                                                 f"a refund id is also listed under payment {clash}"))
+            continue
+        refund_owner.update({(rec.provider, r.provider_refund_id): rec.provider_payment_id for r in rec.refunds})
         try:
             ref_json = _json(ref or None, "customer_ref", MAX_CUSTOMER_REF_CHARS)
             items_json = _json(rec.line_items, "line_items", MAX_LINE_ITEMS_CHARS)
