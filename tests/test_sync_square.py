@@ -302,3 +302,26 @@ def test_missing_or_wrong_key_fails_the_run_clearly(world: World) -> None:
     result = sync_connection(w.engine, w.connection.id, actor=None, settings=make_settings(w.base_url, ""))
     assert not result.ok and "SALESARCK_ENCRYPTION_KEYS" in (result.error or "")
     assert count(w.engine, "select count(*) from transactions") == 0
+
+
+def test_token_close_to_expiry_is_refreshed_before_use(world: World) -> None:
+    w = world
+    with w.engine.begin() as conn:
+        conn.execute(sa.text("update pos_connections set token_expires_at = now() at time zone 'utc'"
+                             " + interval '2 minutes'"))
+    old_token = w.fake.access_token
+    result = _sync(w)
+    assert result.ok, result.error
+    assert w.fake.stats["refresh"] == 1 and w.fake.access_token != old_token
+    with w.engine.connect() as conn:
+        tokens = load_tokens(conn, w.connection.id, w.keyring)
+    assert tokens.access_token.get_secret_value() == w.fake.access_token
+    assert tokens.expires_at is not None and tokens.expires_at > datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)
+
+
+def test_a_failing_progress_callback_does_not_stop_the_sync(world: World) -> None:
+    def broken(p: SyncProgress) -> None:
+        raise RuntimeError("progress bar crashed")
+
+    result = _sync(world, progress=broken)
+    assert result.ok and result.posted > 0
