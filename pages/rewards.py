@@ -20,7 +20,7 @@ st.title("Rewards timeline")
 with friendly():
     with st.container(border=True):
         tenant_id = tenant_picker(actor, Permission.VIEW_FINANCE, key="rw_tenant")
-        start, end, freq = window_picker(key="rw", freqs=analytics.ROLLUP_FREQS)
+        start, end, freq = window_picker(key="rw", freqs=analytics.ROLLUP_FREQS, default_days=365, default_freq="week")
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id)
     rules = query(actor, analytics.rule_versions, tenant_id=tenant_id)
     daily, as_of = rollup(actor, analytics.reward_daily, tenant_id=tenant_id, tz=tz)

@@ -22,7 +22,7 @@ with friendly():
         by = c[1].selectbox("Group by", ["tenant", "provider", "location", "none"], key="tx_by")
         metric = c[2].radio("Show", ["transactions", "amount"], horizontal=True, key="tx_metric",
                             format_func=lambda m: "Count" if m == "transactions" else "Amount")
-        start, end, freq = window_picker(key="tx")
+        start, end, freq = window_picker(key="tx", default_days=365, default_freq="week")
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id, permission=Permission.VIEW_TRANSACTIONS)
     df = query(actor, analytics.transactions_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id,
                by=by, tz=tz)

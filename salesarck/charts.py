@@ -213,6 +213,9 @@ def drift_trend_chart(runs: pd.DataFrame, *, tz: str = "UTC") -> go.Figure:
     if runs.empty:
         return empty_figure(title, "No recorded runs yet. Run a reconciliation to start the trend.")
     fig = go.Figure()
+    if len(runs) == 1:  # one run: a point, not a millisecond-wide axis
+        at = pd.Timestamp(runs["started_at"].iloc[0])
+        fig.update_xaxes(range=[at - pd.Timedelta(days=1), at + pd.Timedelta(days=1)])
     fig.add_trace(go.Scatter(x=runs["started_at"], y=runs["drifted_wallets"], name="Drifted wallets",
                              mode="lines+markers", line={"color": COLORS["drift"]}))
     if "findings" in runs:

@@ -48,7 +48,7 @@ def tenant_picker(actor: Actor, permission: Permission, *, key: str, allow_all: 
 
 
 def window_picker(*, key: str, default_days: int = 90, with_freq: bool = True,
-                  freqs: tuple[str, ...] = analytics.FREQS) -> tuple[datetime, datetime, str]:
+                  freqs: tuple[str, ...] = analytics.FREQS, default_freq: str = "day") -> tuple[datetime, datetime, str]:
     """From/to dates (midnights of the zone the page states, end inclusive) and a bucket size."""
     today = utcnow().date()
     cols = st.columns(3 if with_freq else 2)
@@ -58,7 +58,7 @@ def window_picker(*, key: str, default_days: int = 90, with_freq: bool = True,
                                  max_value=today + timedelta(days=366))
     freq = "day"
     if with_freq:
-        freq = cols[2].selectbox("Bucket", freqs, index=freqs.index("day"), key=f"{key}_freq")
+        freq = cols[2].selectbox("Bucket", freqs, index=freqs.index(default_freq), key=f"{key}_freq")
     start = datetime.combine(start_day if isinstance(start_day, date) else today, time())
     end = datetime.combine(end_day if isinstance(end_day, date) else today, time()) + timedelta(days=1)
     return start, end, freq
