@@ -318,9 +318,20 @@ class SalesArck:
             self._duck = DuckTables(self.engine, actor=self.actor)
         return self._duck
 
-    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run DuckDB SQL over the project's tables (by their schema names) and return a DataFrame."""
-        return self.duck().sql(query, params)
+    def sql(
+        self,
+        query: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        limit: int | None = frames.DEFAULT_ROW_LIMIT,
+        all: bool = False,
+    ) -> pd.DataFrame:
+        """Run DuckDB SQL over the project's tables (by their schema names) and return a DataFrame.
+
+        Tables load into Arrow on first use and stay cached (`refresh()`); a result over `limit`
+        rows is refused unless `all=True` (aggregate in SQL instead of in pandas).
+        """
+        return self.duck().sql(query, params, limit=self._rows(limit, all))
 
     def refresh(self) -> None:
         """Forget cached DuckDB tables, so the next `sql()` reads the database again."""

@@ -23,9 +23,11 @@ from sqlalchemy.engine import Engine
 
 from salesarck.authz import Actor
 from salesarck.errors import PermissionDenied, ValidationError
-from salesarck.frames import visible_tenants
+from salesarck.frames import RowLimitExceeded, check_limit, visible_tenants
 
 MAX_QUERY_CHARS = 100_000
+DEFAULT_RESULT_LIMIT = 100_000
+RESULT_BATCH_ROWS = 65_536
 # Columns that hold secrets: never copied out of PostgreSQL, whoever asks.
 SECRET_COLUMNS = {"access_token_enc", "refresh_token_enc"}
 SECRET_HINTS = ("_enc", "secret", "token_hash", "password")
@@ -160,17 +162,39 @@ class DuckTables:
 
     # -- querying ---------------------------------------------------------------------------------
 
-    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run one DuckDB query over the project's tables and return a DataFrame."""
+    def sql(
+        self,
+        query: str,
+        params: list[Any] | dict[str, Any] | None = None,
+        *,
+        limit: int | None = DEFAULT_RESULT_LIMIT,
+    ) -> pd.DataFrame:
+        """Run one DuckDB query over the project's tables and return a DataFrame.
+
+        A result of more than `limit` rows (default 100,000) is refused rather than turned into a
+        huge DataFrame by accident: aggregate in SQL, add LIMIT, or pass `limit=None`.
+        """
         if not isinstance(query, str) or not query.strip():
             raise ValidationError("sql() needs a query string")
         if len(query) > MAX_QUERY_CHARS or "\x00" in query:
             raise ValidationError(f"the query is longer than {MAX_QUERY_CHARS:,} characters or contains a NUL")
+        limit = check_limit(limit)
         for name in sorted(self.referenced(query)):
             self.load(name)
+        batches: list[pa.RecordBatch] = []
+        rows = 0
         try:
             result = self.con.execute(query, params) if params is not None else self.con.execute(query)
-            arrow = result.to_arrow_table()
+            reader = result.to_arrow_reader(RESULT_BATCH_ROWS)
+            for batch in reader:
+                rows += batch.num_rows
+                if limit is not None and rows > limit:
+                    raise RowLimitExceeded(
+                        f"the query returns more than {limit:,} rows; aggregate or add LIMIT in SQL, "
+                        f"or pass limit=None (all=True) to fetch them all"
+                    )
+                batches.append(batch)
+            arrow = pa.Table.from_batches(batches, schema=reader.schema)
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValidationError(f"DuckDB could not run the query: {first}") from None

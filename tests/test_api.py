@@ -454,3 +454,16 @@ def test_readonly_survives_sqlalchemys_readonly_option_and_reset(test_env: URL, 
         finally:
             raw.close()
     assert _count(engine, "tenants") == before
+
+
+def test_sql_refuses_a_huge_result_unless_asked(db: SalesArck) -> None:
+    with pytest.raises(frames.RowLimitExceeded, match="more than 10 rows"):
+        db.sql("select * from wallet_ledger", limit=10)
+    assert len(db.sql("select * from wallet_ledger", limit=16)) == 16
+    assert len(db.sql("select * from wallet_ledger", limit=10, all=True)) == 16
+    big = db.sql("select count(*) as n from range(1000000)")  # aggregating in SQL is the way
+    assert int(big["n"].iloc[0]) == 1_000_000
+    with pytest.raises(frames.RowLimitExceeded):
+        db.sql("select * from range(200000)")
+    empty = db.sql("select * from wallet_ledger where false")
+    assert len(empty) == 0 and "points" in empty.columns
