@@ -167,12 +167,19 @@ def create_app(
                 merchant, _, _ = store.square_fields(payload)
             except ValidationError as exc:
                 raise Rejected(400, str(exc)) from None
-            tenants = await run_in_threadpool(merchants.tenants, "square", [merchant])
-            if merchant not in tenants:
+            sig = signature.strip()
+
+            def lookup_and_store() -> store.StoreResult | None:  # one hop to a worker thread per request
+                tenants = merchants.tenants("square", [merchant])
+                if merchant not in tenants:
+                    return None
+                event = store.build_square_event(tenant_id=tenants[merchant], payload=payload, raw_body=body,
+                                                 signature=sig)
+                return store.store_events(engine, [event])
+
+            result = await run_in_threadpool(lookup_and_store)
+            if result is None:
                 raise Rejected(422, "unknown merchant")
-            event = store.build_square_event(tenant_id=tenants[merchant], payload=payload, raw_body=body,
-                                             signature=signature.strip())
-            result = await run_in_threadpool(store.store_events, engine, [event])
             return stored("square", result)
         except Rejected as exc:
             return reject("square", exc)
