@@ -93,20 +93,26 @@ def main() -> None:
         reads: dict[str, list[tuple[str, Callable[[sa.Connection], Any]]]] = {
             "Overview": [("overview_kpis", lambda c: analytics.overview_kpis(c, actor=actor)),
                          ("connections_status", lambda c: analytics.connections_status(c, actor=actor))],
-            "Transactions (all tenants, day)": [
+            "Transactions (all tenants, warm rollup)": [
+                ("transactions_from_daily", lambda c: analytics.transactions_from_daily(
+                    analytics_cache["tx_all"], start=start, end=end, by="tenant")),
+                ("transactions_page", lambda c: analytics.transactions_page(
+                    c, actor=actor, start=start, end=end, total=1))],
+            "Transactions (one tenant, hour, SQL)": [
                 ("transactions_timeline", lambda c: analytics.transactions_timeline(
-                    c, actor=actor, start=start, end=end, by="tenant")),
-                ("transactions_page", lambda c: analytics.transactions_page(c, actor=actor, start=start, end=end))],
-            "Transactions (one tenant)": [
-                ("transactions_timeline", lambda c: analytics.transactions_timeline(
-                    c, actor=actor, start=start, end=end, tenant_id=tenant, by="provider")),
+                    c, actor=actor, start=end - timedelta(days=7), end=end, tenant_id=tenant, by="provider",
+                    freq="hour")),
                 ("transactions_page", lambda c: analytics.transactions_page(
                     c, actor=actor, start=start, end=end, tenant_id=tenant))],
+            "Transactions (direct SQL, no rollup)": [
+                ("transactions_timeline", lambda c: analytics.transactions_timeline(
+                    c, actor=actor, start=start, end=end, by="tenant"))],
             "Rollup build (background, cold)": [
                 ("ledger_daily_flows all", lambda c: analytics.ledger_daily_flows(c, actor=actor)),
                 ("reward_daily all", lambda c: analytics.reward_daily(c, actor=actor)),
                 ("ledger_daily_flows 1 tenant", lambda c: analytics.ledger_daily_flows(c, actor=actor, tenant_id=tenant)),
-                ("reward_daily 1 tenant", lambda c: analytics.reward_daily(c, actor=actor, tenant_id=tenant))],
+                ("reward_daily 1 tenant", lambda c: analytics.reward_daily(c, actor=actor, tenant_id=tenant)),
+                ("transaction_daily all", lambda c: analytics.transaction_daily(c, actor=actor))],
             "Rewards (all tenants, warm rollup)": [
                 ("point_values", lambda c: analytics.point_values(c, actor=actor)),
                 ("rule_versions", lambda c: analytics.rule_versions(c, actor=actor)),
@@ -128,7 +134,8 @@ def main() -> None:
         with engine.connect() as conn:
             analytics_cache = {"daily_all": analytics.reward_daily(conn, actor=actor),
                                "flows_all": analytics.ledger_daily_flows(conn, actor=actor),
-                               "values_all": analytics.point_values(conn, actor=actor)}
+                               "values_all": analytics.point_values(conn, actor=actor),
+                               "tx_all": analytics.transaction_daily(conn, actor=actor)}
         print(f"\n{'page':36} {'read':28} {'median s':>9}")
         for page, items in reads.items():
             total = 0.0

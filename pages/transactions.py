@@ -9,6 +9,7 @@ from salesarck.authz import Permission
 from salesarck.webapp.context import page_actor
 from salesarck.webapp.errors import friendly
 from salesarck.webapp.resources import query
+from salesarck.webapp.rollups import rollup
 from salesarck.webapp.ui import empty_state, fmt_money, page_number, pager, tenant_picker, window_picker
 
 actor = page_actor("transactions")
@@ -24,8 +25,13 @@ with friendly():
                             format_func=lambda m: "Count" if m == "transactions" else "Amount")
         start, end, freq = window_picker(key="tx", default_days=365, default_freq="week")
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id, permission=Permission.VIEW_TRANSACTIONS)
-    df = query(actor, analytics.transactions_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id,
-               by=by, tz=tz)
+    if freq in analytics.ROLLUP_FREQS and by != "location":  # from the warm daily rollup
+        daily, as_of = rollup(actor, analytics.transaction_daily, tenant_id=tenant_id, tz=tz)
+        df = analytics.transactions_from_daily(daily, start=start, end=end, freq=freq, by=by)
+        st.caption(f"As of {as_of:%H:%M} UTC (refreshed every few minutes).")
+    else:
+        df = query(actor, analytics.transactions_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id,
+                   by=by, tz=tz)
     if df.empty:
         empty_state("No transactions in this window. Widen the dates, or sync a POS connection on the Sync page.")
     else:
@@ -41,8 +47,10 @@ with friendly():
     providers = [None, *sorted(df["group"].unique())] if by == "provider" and not df.empty else [None]
     provider = st.selectbox("Provider", providers, format_func=lambda p: "All" if p is None else p, key="tx_provider")
     n = page_number(key="tx_page")
+    # the timeline's sum is the page's total when both use the same UTC window (else count it)
+    known = int(df["transactions"].sum()) if provider is None and tz == "UTC" else None
     page = query(actor, analytics.transactions_page, start=start, end=end, tenant_id=tenant_id, provider=provider,
-                 page=n, page_size=50)
+                 page=n, page_size=50, total=known)
     if page.total:
         st.dataframe(page.frame.drop(columns=["tenant_id"]), hide_index=True, width="stretch",
                      column_config={"transaction_at": st.column_config.DatetimeColumn("Time (UTC)"),

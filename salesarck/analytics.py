@@ -261,6 +261,48 @@ def transactions_timeline(
     return df.astype({"transactions": "int64", "amount_minor_units": "int64"}) if len(df) else df
 
 
+def transaction_daily(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str | None = None,
+                      tz: str = "UTC") -> pd.DataFrame:
+    """Transactions per local day (in `tz`), tenant, provider and currency over the whole history: one scan.
+
+    Columns: day, tenant_id, tenant, provider, currency, transactions, amount_minor_units. The app
+    keeps it warm and derives `transactions_from_daily` for any window and day/week/month bucket.
+    """
+    scope = tenant_filter(actor, Permission.VIEW_TRANSACTIONS, tenant_id)
+    tz = check_timezone(tz)
+    df = _frame(
+        conn,
+        "select d.day, d.tenant_id, tn.name as tenant, d.provider, d.currency, d.transactions, d.amount_minor_units"
+        " from (select date_trunc('day', (t.transaction_at at time zone 'UTC') at time zone :tz) as day, t.tenant_id,"
+        "  t.provider, t.currency, count(*)::bigint as transactions,"
+        "  coalesce(sum(t.amount_minor_units), 0)::bigint as amount_minor_units from transactions t"
+        "  where (cast(:scope as uuid[]) is null or t.tenant_id = any(cast(:scope as uuid[])))"
+        "  group by 1, 2, 3, 4) d join tenants tn on tn.id = d.tenant_id order by 1, 2, 4, 5",
+        {"tz": tz, "scope": scope},
+    )
+    return df.astype({"transactions": "int64", "amount_minor_units": "int64"}) if len(df) else df
+
+
+def transactions_from_daily(daily: pd.DataFrame, *, start: datetime, end: datetime, freq: str = "day",
+                            by: str = "none") -> pd.DataFrame:
+    """`transactions_timeline`'s frame (bucket, group, currency, transactions, amount_minor_units) from the rollup."""
+    if freq not in ROLLUP_FREQS:
+        raise ValidationError(f"freq must be one of {', '.join(ROLLUP_FREQS)} for the daily rollup")
+    if by not in ("none", "tenant", "provider"):
+        raise ValidationError("the daily rollup groups by tenant, provider or none")
+    cols = ["bucket", "group", "currency", "transactions", "amount_minor_units"]
+    if daily.empty:
+        return pd.DataFrame(columns=cols)
+    d = daily.assign(day=pd.to_datetime(daily["day"]))
+    d = d[(d["day"] >= pd.Timestamp(start)) & (d["day"] < pd.Timestamp(end))]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(bucket=d["day"].dt.to_period({"day": "D", "week": "W-SUN", "month": "M"}[freq]).dt.start_time,
+                 group=d["tenant"] if by == "tenant" else d["provider"] if by == "provider" else "all")
+    out = d.groupby(["bucket", "group", "currency"], as_index=False)[["transactions", "amount_minor_units"]].sum()
+    return out[cols].astype({"transactions": "int64", "amount_minor_units": "int64"})
+
+
 def transactions_page(
     conn: Connection,
     *,
@@ -271,26 +313,38 @@ def transactions_page(
     provider: str | None = None,
     page: int = 1,
     page_size: int = 50,
+    total: int | None = None,
 ) -> Page:
-    """Row-level transactions for a drill-down, newest first, one page at a time."""
+    """Row-level transactions for a drill-down, newest first, one page at a time.
+
+    Reads each tenant's newest rows through its (tenant_id, transaction_at) index, so a page costs
+    milliseconds at millions of rows. Pass `total` when the caller knows it (the timeline's sum);
+    otherwise it is counted.
+    """
     scope = tenant_filter(actor, Permission.VIEW_TRANSACTIONS, tenant_id)
     start, end = check_window(start, end, "month", default_days=3650)
     page, page_size = _page_args(page, page_size)
     if provider is not None and (len(provider) > 40 or not provider.isascii()):
         raise ValidationError("provider name is not valid")
-    where = (
-        "(cast(:scope as uuid[]) is null or t.tenant_id = any(cast(:scope as uuid[]))) and t.transaction_at >= :start and t.transaction_at < :end"
-        + (" and t.provider = :provider" if provider else "")
-    )
     params = {"scope": scope, "start": start, "end": end, "provider": provider,
-              "limit": page_size, "offset": (page - 1) * page_size}
-    total = conn.execute(sa.text(f"select count(*) from transactions t where {where}"), params).scalar_one()  # noqa: S608  constant SQL fragments; values are bound
+              "limit": page_size, "offset": (page - 1) * page_size, "upto": page * page_size}
+    if total is None:
+        total = conn.execute(sa.text(
+            "select count(*) from transactions t"
+            " where (cast(:scope as uuid[]) is null or t.tenant_id = any(cast(:scope as uuid[])))"
+            " and t.transaction_at >= :start and t.transaction_at < :end"
+            " and (cast(:provider as text) is null or t.provider = :provider)"), params).scalar_one()
     df = _frame(
         conn,
-        f"select t.transaction_at, tn.name as tenant, t.provider, t.provider_transaction_id,"  # noqa: S608  constant SQL fragments; values are bound
-        f" t.amount_minor_units, t.currency, u.email as customer, t.id as transaction_id, t.tenant_id"
-        f" from transactions t join tenants tn on tn.id = t.tenant_id left join users u on u.id = t.user_id"
-        f" where {where} order by t.transaction_at desc, t.id limit :limit offset :offset",
+        "select x.transaction_at, tn.name as tenant, x.provider, x.provider_transaction_id, x.amount_minor_units,"
+        " x.currency, u.email as customer, x.id as transaction_id, x.tenant_id"
+        " from tenants tn cross join lateral (select t.* from transactions t where t.tenant_id = tn.id"
+        "   and t.transaction_at >= :start and t.transaction_at < :end"
+        "   and (cast(:provider as text) is null or t.provider = :provider)"
+        "   order by t.transaction_at desc, t.id limit :upto) x"
+        " left join users u on u.id = x.user_id"
+        " where (cast(:scope as uuid[]) is null or tn.id = any(cast(:scope as uuid[])))"
+        " order by x.transaction_at desc, x.id limit :limit offset :offset",
         params,
     )
     return Page(df, int(total), page, page_size)
@@ -350,17 +404,20 @@ def rule_versions(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str 
 
 
 def point_values(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str | None = None) -> pd.DataFrame:
-    """Per tenant: what one point is worth (`pointValueMinorUnits` of the active rule, default 1) and currency."""
+    """Per tenant: what one point is worth (`pointValueMinorUnits` of the active rule, default 1)
+    and the tenant's currency (its country's legal tender, as the rewards engine prices it)."""
+    from salesarck.rewards.currency import country_currency
+
     scope = tenant_filter(actor, Permission.VIEW_FINANCE, tenant_id)
     df = _frame(
         conn,
         "select t.id as tenant_id, t.name as tenant, t.country,"
         " coalesce((select (r.rule_config->>'pointValueMinorUnits')::numeric from reward_rules r"
-        "   where r.tenant_id = t.id and r.is_active order by r.version desc limit 1), 1) as point_value_minor_units,"
-        " coalesce((select tx.currency from transactions tx where tx.tenant_id = t.id limit 1), 'USD') as currency"
+        "   where r.tenant_id = t.id and r.is_active order by r.version desc limit 1), 1) as point_value_minor_units"
         " from tenants t where (cast(:scope as uuid[]) is null or t.id = any(cast(:scope as uuid[]))) order by t.name",
         {"scope": scope},
     )
+    df["currency"] = [country_currency(c) for c in df["country"]] if len(df) else pd.Series(dtype="object")
     return df
 
 

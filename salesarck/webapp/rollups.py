@@ -36,7 +36,9 @@ IDLE_FORGET_SECONDS = 3600  # unused this long: stop refreshing it
 ROLLUPS: dict[str, Callable[..., pd.DataFrame]] = {
     "ledger_daily_flows": analytics.ledger_daily_flows,
     "reward_daily": analytics.reward_daily,
+    "transaction_daily": analytics.transaction_daily,
 }
+PERMISSION = {"transaction_daily": Permission.VIEW_TRANSACTIONS}  # others: VIEW_FINANCE
 Key = tuple[str, str]  # (rollup name, time zone)
 ALL_TENANTS = ("admin", "active", ())  # the reader scope rollups are computed with
 
@@ -67,7 +69,8 @@ class RollupStore:
 
     def get(self, actor: Actor, name: str, *, tenant_id: Any = None, tz: str = "UTC") -> tuple[pd.DataFrame, datetime]:
         """This actor's rows of the rollup for `tz`, computing it now only when missing or too old."""
-        analytics.tenant_filter(actor, Permission.VIEW_FINANCE, tenant_id)  # refuse before any work
+        permission = PERMISSION.get(name, Permission.VIEW_FINANCE)
+        analytics.tenant_filter(actor, permission, tenant_id)  # refuse before any work
         key: Key = (name, analytics.check_timezone(tz))
         with self._lock:
             entry = self._entries.get(key)
@@ -76,7 +79,8 @@ class RollupStore:
             with self._lock:
                 self._entries[key] = entry
         entry.last_used = time.monotonic()
-        return analytics.restrict_to_scope(entry.frame, actor=actor, tenant_id=tenant_id), entry.computed_at
+        frame = analytics.restrict_to_scope(entry.frame, actor=actor, tenant_id=tenant_id, permission=permission)
+        return frame, entry.computed_at
 
     def prewarm(self, keys: list[Key]) -> None:
         for key in keys:
