@@ -366,19 +366,26 @@ def test_sql_is_scoped_for_an_actor(test_env: URL, data: dict[str, Any]) -> None
             db.sql("select * from users")
 
 
-def test_sql_from_a_parquet_export(db: SalesArck, tmp_path: Any) -> None:
-    import pyarrow.parquet as pq
+def test_sql_from_a_parquet_export(db: SalesArck, engine: Engine, tmp_path: Any, data: dict[str, Any]) -> None:
+    from salesarck.db.arrow import export_parquet
 
-    table = db.duck().load("wallet_ledger")
-    pq.write_table(table, tmp_path / "wallet_ledger.parquet")
+    export_parquet(engine, tmp_path)  # what `salesarck export parquet DIR` writes
     duck = db.duck(parquet_dir=tmp_path)
     out = duck.sql("select count(*) as n, min(created_at) as first from wallet_ledger")
     assert int(out["n"].iloc[0]) == 16
     assert str(out["first"].dtype) == "datetime64[us, UTC]"
-    with pytest.raises(ValidationError, match="no wallets"):
-        duck.sql("select * from wallets")
+    joined = db.sql("select w.tenant_id, count(*) as n from wallet_ledger l join wallets w on w.id = l.wallet_id"
+                    " group by 1 order by 1")
+    assert sorted(joined["tenant_id"]) == sorted(str(data[k]["tenant"]) for k in "ab")
+    with pytest.raises(ValidationError, match="no users"):
+        db.sql("select * from users")
     with pytest.raises(ValidationError, match="no Parquet export"):
         db.duck(parquet_dir=tmp_path / "missing")
+
+
+def test_a_scoped_actor_may_not_query_a_parquet_export(test_env: URL, tmp_path: Any, data: dict[str, Any]) -> None:
+    with salesarck.connect(actor="client-a@example.test") as db, pytest.raises(PermissionDenied):
+        db.duck(parquet_dir=tmp_path)
 
 
 def test_naive_utc_times_come_back_as_the_same_instant(db: SalesArck, data: dict[str, Any]) -> None:
