@@ -24,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from salesarck import audit
 from salesarck.authz import Actor, Permission
@@ -38,6 +39,7 @@ from salesarck.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 POLLABLE_STATUSES = ("active", "error")
+DB_RETRY_SECONDS = 5.0
 MAX_ERROR_CHARS = 500
 SyncFn = Callable[..., Any]
 
@@ -108,11 +110,21 @@ class Worker:
         self.beat("running")
         try:
             while not self.stopping:
-                self.run_once()
+                try:
+                    self.run_once()
+                    pause = self._sleep_seconds()
+                except SQLAlchemyError as exc:  # the database is away: keep trying, do not die
+                    self.stats.last_error = f"database error: {type(exc).__name__}"
+                    log.warning("worker %s: database error (%s); retrying in %.0f s", self.worker_id,
+                                type(exc).__name__, DB_RETRY_SECONDS)
+                    pause = DB_RETRY_SECONDS
                 if not self.stopping:
-                    self._stop.wait(self._sleep_seconds())
+                    self._stop.wait(pause)
         finally:
-            self.beat("stopped")
+            try:
+                self.beat("stopped")
+            except SQLAlchemyError:
+                log.warning("worker %s: could not record that it stopped (database unavailable)", self.worker_id)
             log.info("worker %s stopped", self.worker_id)
         return self.stats
 
@@ -189,9 +201,9 @@ class Worker:
     def _next_poll_due(self) -> datetime | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.text(
-                "select min(coalesce(s.next_due_at, '-infinity'::timestamp)) from pos_connections c"
+                "select min(coalesce(s.next_due_at, :now)) from pos_connections c"
                 " left join worker_poll_state s on s.connection_id = c.id where c.status = any(:statuses)"),
-                {"statuses": list(POLLABLE_STATUSES)}).scalar()
+                {"statuses": list(POLLABLE_STATUSES), "now": utcnow()}).scalar()
 
     # --- webhooks ----------------------------------------------------------------------------
     def _process_webhooks(self) -> None:

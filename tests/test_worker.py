@@ -138,3 +138,11 @@ def test_sigterm_finishes_and_exits_cleanly(engine: Engine, db_url: URL, tmp_pat
         beats = worker_status(engine)
         assert beats[0]["state"] == "stopped" and not beats[0]["alive"]
         assert len(_txn_ids(engine)) > 0
+
+
+def test_a_never_polled_connection_makes_the_worker_wake_at_once(engine: Engine) -> None:
+    with provider_env(engine, receiver=False) as env:
+        w = Worker(engine, env.settings, idle_seconds=30, sync=lambda eng, cid, settings: None)
+        assert w._sleep_seconds() <= 0.1  # never polled: due now
+        w.run_once()
+        assert 1 <= w._sleep_seconds() <= 30  # both polled: the idle wait, bounded by the next due poll

@@ -48,6 +48,7 @@ MAX_ERROR_CHARS = 500
 DEFAULT_BATCH = 200
 DEADLOCK_SQLSTATE = "40P01"
 DEADLOCK_RETRIES = 3
+REPLAY_CHUNK = 1000
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -530,40 +531,50 @@ def replay(
     key = settings.square_webhook_signature_key.get_secret_value() if settings.square_webhook_signature_key else ""
     url = settings.square_webhook_notification_url or ""
     out = ReplayResult()
-    with engine.begin() as conn:
-        rows = conn.execute(sa.text(
-            "select e.id, e.tenant_id, e.provider, e.signature_header, b.raw_body"
-            " from pos_webhook_events_raw e left join pos_webhook_event_bodies b on b.event_id = e.id"
-            " where e.created_at >= :since and (cast(:p as text) is null or e.provider = :p)"
-            " and (cast(:ids as uuid[]) is null or e.id = any(cast(:ids as uuid[])))"
-            " and (cast(:all_tenants as boolean) or e.tenant_id = any(cast(:scope as uuid[])))"
-            " order by e.created_at, e.id limit :n for update of e"),
-            {"since": since, "p": provider, "ids": event_ids, "all_tenants": scope is None, "scope": scope or [],
-             "n": limit}).all()
-        out.selected = len(rows)
-        chosen: list[uuid.UUID] = []
-        for r in rows:
-            if r.provider == "square":
-                body = bytes(r.raw_body) if r.raw_body is not None else b""
-                if not verify_square_signature(signature_key=key, notification_url=url, body=body,
-                                               signature=r.signature_header):
-                    out.verify_failed.append(r.id)
-                    continue
-                out.verified += 1
-            chosen.append(r.id)
+    last_at, last_id = since, uuid.UUID(int=0)
+    while out.selected < limit:
+        # a chunk at a time: bounded memory (bodies can be 1 MiB each), short transactions
+        with engine.begin() as conn:
+            rows = conn.execute(sa.text(
+                "select e.id, e.created_at, e.provider, e.signature_header, b.raw_body"
+                " from pos_webhook_events_raw e left join pos_webhook_event_bodies b on b.event_id = e.id"
+                " where e.created_at >= :since and (e.created_at, e.id) > (:last_at, :last_id)"
+                " and (cast(:p as text) is null or e.provider = :p)"
+                " and (cast(:ids as uuid[]) is null or e.id = any(cast(:ids as uuid[])))"
+                " and (cast(:all_tenants as boolean) or e.tenant_id = any(cast(:scope as uuid[])))"
+                " order by e.created_at, e.id limit :n for update of e"),
+                {"since": since, "last_at": last_at, "last_id": last_id, "p": provider, "ids": event_ids,
+                 "all_tenants": scope is None, "scope": scope or [],
+                 "n": min(REPLAY_CHUNK, limit - out.selected)}).all()
+            if not rows:
+                break
+            last_at, last_id = rows[-1].created_at, rows[-1].id
+            out.selected += len(rows)
+            chosen: list[uuid.UUID] = []
+            for r in rows:
+                if r.provider == "square":
+                    body = bytes(r.raw_body) if r.raw_body is not None else b""
+                    if not verify_square_signature(signature_key=key, notification_url=url, body=body,
+                                                   signature=r.signature_header):
+                        out.verify_failed.append(r.id)
+                        continue
+                    out.verified += 1
+                chosen.append(r.id)
+            if chosen:
+                conn.execute(sa.text("update pos_webhook_events_raw set processed = false where id = any(:ids)"),
+                             {"ids": chosen})
+                conn.execute(sa.text(
+                    "update pos_webhook_event_attempts set attempts = 0, next_attempt_at = null,"
+                    " dead_lettered_at = null, last_error = null where event_id = any(:ids)"), {"ids": chosen})
+            out.requeued += len(chosen)
         if chosen:
-            conn.execute(sa.text("update pos_webhook_events_raw set processed = false where id = any(:ids)"),
-                         {"ids": chosen})
-            conn.execute(sa.text(
-                "update pos_webhook_event_attempts set attempts = 0, next_attempt_at = null, dead_lettered_at = null,"
-                " last_error = null where event_id = any(:ids)"), {"ids": chosen})
-        out.requeued = len(chosen)
+            out.batch.merge(process_pending(engine, fetcher=fetcher, actor=actor, only_ids=chosen))
+    with engine.begin() as conn:
         audit.record(conn, actor=actor, action="webhooks.replay", target_type="pos_webhook_events_raw",
                      target_id=None, after={"since": since, "provider": provider, "selected": out.selected,
-                                            "requeued": out.requeued, "signatures_failed": len(out.verify_failed)},
+                                            "requeued": out.requeued, "signatures_failed": len(out.verify_failed),
+                                            **out.batch.as_dict()},
                      reason="operator replay")
-    if chosen:
-        out.batch = process_pending(engine, fetcher=fetcher, actor=actor, only_ids=chosen)
     return out
 
 
