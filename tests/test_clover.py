@@ -170,3 +170,20 @@ def test_server_errors_are_retried_then_fail_the_run_cleanly(engine: Engine) -> 
         with pytest.raises(ProviderHTTPError):
             clover_mod.CloverClient(env.clover_url, SecretStr("x"), policy=policy).get_payment(
                 env.clover.merchant_id, env.clover.payment_ids()[0])
+
+
+def test_no_token_reaches_logs_or_reprs(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    from salesarck.pos.clover_sync import CloverSession
+
+    with provider_env(engine, receiver=False) as env, caplog.at_level("DEBUG"):
+        old_access = env.clover.access_token_for(env.clover.merchant_id)
+        old_refresh = env.clover.refresh_token_for(env.clover.merchant_id)
+        env.clover.expire_token()
+        env.clover.faults.rate_limited = 1
+        assert sync_connection(engine, env.clover_connection, actor=None, settings=env.settings).ok
+        session = CloverSession.open(engine, env.clover_connection, settings=env.settings)
+        shown = repr(session) + repr(session.client) + str(session.tokens)
+        session.close()
+        new_access = env.clover.access_token_for(env.clover.merchant_id)
+        for secret in (old_access, old_refresh, new_access, *env.clover.refresh_tokens):
+            assert secret not in caplog.text and secret not in shown

@@ -59,9 +59,9 @@ class CloverSession:
     merchant_id: str
     tenant_id: uuid.UUID
     settings: Settings
-    keyring: KeyRing
-    tokens: connections.ConnectionTokens
-    client: CloverClient
+    keyring: KeyRing = field(repr=False)
+    tokens: connections.ConnectionTokens = field(repr=False)
+    client: CloverClient = field(repr=False)
     policy: RetryPolicy | None = None
     refreshed: int = field(default=0)
 
