@@ -190,6 +190,10 @@ def seed_demo(settings: Settings | None = None, *, generated_wallets: int = 3000
     return summary
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _spawn(args: list[str], *, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)
 
@@ -200,6 +204,8 @@ def serve_demo(*, app_port: int = PORTS["app"], worker: bool = False) -> int:
 
     cli = [sys.executable, "-m", "salesarck"]
     env = {**os.environ}
+    # SIGTERM (timeout, a supervisor) must also stop the children we started in their own sessions
+    signal.signal(signal.SIGTERM, _interrupt)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     plan: list[tuple[str, list[str], int]] = [
         ("fake Square", [*cli, "fakepos", "serve", "square", "--port", str(PORTS["square"]), "--seed",
