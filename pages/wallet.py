@@ -75,7 +75,7 @@ with friendly():
                          column_config={"created_at": st.column_config.DatetimeColumn("Time (UTC)")})
             pager(page, key="wallet_ledger_page")
     with tabs[1]:
-        ev = query(actor, analytics.wallet_reward_events, wallet_id=str(wallet_id))
+        ev = ops.wallet_reward_events(actor, wallet_id=str(wallet_id))
         if ev.empty:
             empty_state("No reward events for this wallet.")
         else:

@@ -335,3 +335,21 @@ def tieout(actor: Actor, *, connection_id: Any, start: Any, end: Any) -> Any:
         raise ValidationError("the POS tie-out is not installed in this build")
     return tie.pos_tieout(get_engine(), actor=actor, connection_id=connection_id, start=start, end=end,
                           settings=load_settings())
+
+
+# --- wallet tables (row-level reads from salesarck.frames, the notebooks' typed readers) -------------
+
+
+def wallet_reward_events(actor: Actor, *, wallet_id: Any, limit: int = 2000) -> pd.DataFrame:
+    """The wallet's reward events, newest first, typed by `salesarck.frames` (scope checked there)."""
+    frames = module("salesarck.frames")
+    if frames is None:
+        from salesarck import analytics
+
+        with get_engine().connect() as conn:
+            return analytics.wallet_reward_events(conn, actor=actor, wallet_id=wallet_id)
+    try:
+        df = frames.reward_events(get_engine(), actor=actor, wallet=wallet_id, limit=limit)
+    except frames.RowLimitExceeded:
+        df = frames.reward_events(get_engine(), actor=actor, wallet=wallet_id, head=limit)
+    return df.iloc[::-1].reset_index(drop=True)
