@@ -240,3 +240,38 @@ def test_transaction_rollup_matches_the_direct_timeline(engine: Engine, world: a
     assert direct.sort_values(key).reset_index(drop=True).equals(derived.sort_values(key).reset_index(drop=True))
     assert page.total == 4 and len(page.frame) == 1
     assert page.frame.iloc[0]["amount_minor_units"] == 4000  # newest first: 999 (1 day ago), then 4000
+
+
+def test_rollup_store_computes_once_and_cuts_to_scope(engine: Engine, world: app_seed.World,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from salesarck.webapp import rollups
+
+    calls: list[str] = []
+    original = rollups.ROLLUPS["ledger_daily_flows"]
+
+    def counting(conn: object, **kw: object) -> pd.DataFrame:
+        calls.append(str(kw.get("tz")))
+        return original(conn, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(rollups.ROLLUPS, "ledger_daily_flows", counting)
+    monkeypatch.setattr(rollups.RollupStore, "_loop", lambda self: None)  # no background warm-up here
+    store = rollups.RollupStore(engine)
+    client = actor(engine, world, "client")
+    results: list[pd.DataFrame] = []
+    threads = [threading.Thread(target=lambda: results.append(store.get(client, "ledger_daily_flows")[0]))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["UTC"]  # four concurrent requests, one computation
+    assert all(set(r["tenant_id"]) == {world.tenant_a} for r in results)
+    admin_rows, _ = store.get(actor(engine, world, "admin"), "ledger_daily_flows")
+    assert set(admin_rows["tenant_id"]) == {world.tenant_a, world.tenant_b} and calls == ["UTC"]
+    with pytest.raises(PermissionDenied):
+        store.get(client, "ledger_daily_flows", tenant_id=world.tenant_b)
+    with pytest.raises(PermissionDenied):
+        store.get(actor(engine, world, "pos_operator"), "ledger_daily_flows")
+    store.close()

@@ -57,15 +57,28 @@ class RollupStore:
         self.engine = engine
         self._entries: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
+        self._computing: dict[Key, threading.Lock] = {}  # one computation per key at a time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="salesarck-rollups", daemon=True)
         self._thread.start()
 
     def _compute(self, key: Key) -> _Entry:
-        name, tz = key
-        with self.engine.connect() as conn:
-            frame = ROLLUPS[name](conn, actor=actor_from_key(ALL_TENANTS), tz=tz)
-        return _Entry(frame, utcnow(), time.monotonic())
+        """Compute (or wait for the computation already running for) this key, and store it."""
+        with self._lock:
+            gate = self._computing.setdefault(key, threading.Lock())
+            before = self._entries.get(key)
+        with gate:
+            with self._lock:
+                current = self._entries.get(key)
+            if current is not None and current is not before:  # someone finished it while we waited
+                return current
+            name, tz = key
+            with self.engine.connect() as conn:
+                frame = ROLLUPS[name](conn, actor=actor_from_key(ALL_TENANTS), tz=tz)
+            entry = _Entry(frame, utcnow(), time.monotonic())
+            with self._lock:
+                self._entries[key] = entry
+            return entry
 
     def get(self, actor: Actor, name: str, *, tenant_id: Any = None, tz: str = "UTC") -> tuple[pd.DataFrame, datetime]:
         """This actor's rows of the rollup for `tz`, computing it now only when missing or too old."""
@@ -76,8 +89,6 @@ class RollupStore:
             entry = self._entries.get(key)
         if entry is None or (utcnow() - entry.computed_at).total_seconds() > MAX_AGE_SECONDS:
             entry = self._compute(key)
-            with self._lock:
-                self._entries[key] = entry
         entry.last_used = time.monotonic()
         frame = analytics.restrict_to_scope(entry.frame, actor=actor, tenant_id=tenant_id, permission=permission)
         return frame, entry.computed_at
@@ -86,13 +97,13 @@ class RollupStore:
         for key in keys:
             if self._stop.is_set():
                 return
+            with self._lock:
+                if key in self._entries:
+                    continue
             try:
-                entry = self._compute(key)
+                self._compute(key)
             except Exception:  # noqa: BLE001  a warm-up failure must not stop the app
                 log.warning("could not pre-compute rollup %s", key[0], exc_info=True)
-                continue
-            with self._lock:
-                self._entries.setdefault(key, entry)
 
     def _zones(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -122,13 +133,9 @@ class RollupStore:
                         self._entries.pop(key, None)
                 elif (utcnow() - entry.computed_at).total_seconds() > REFRESH_SECONDS:
                     try:
-                        fresh = self._compute(key)
+                        self._compute(key).last_used = entry.last_used
                     except Exception:  # noqa: BLE001  keep serving the last good rollup
                         log.warning("could not refresh rollup %s", key[0], exc_info=True)
-                        continue
-                    fresh.last_used = entry.last_used
-                    with self._lock:
-                        self._entries[key] = fresh
 
     def close(self) -> None:
         self._stop.set()
