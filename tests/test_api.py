@@ -309,6 +309,12 @@ def test_chunks_stream_typed_frames(db: SalesArck, data: dict[str, Any]) -> None
         lambda db: db.sql("select * from no_such_table"),
         lambda db: db.sql("select broken from"),
         lambda db: db.tenant_id("no such tenant"),
+        lambda db: db.timeline("transactions", "h", start="2000-01-01", end="2026-01-01"),
+        lambda db: db.timeline("transactions", "D", tz="Mars/Olympus_Mons"),
+        lambda db: db.timeline("transactions", "D", by="colour"),
+        lambda db: db.timeline("rewards", "D", tenant="'; drop table tenants; --"),
+        lambda db: db.wallet_balance("x" * 500),
+        lambda db: db.chunks("ledger", start="soon"),
     ],
 )
 def test_hostile_input_gets_a_clear_error_and_writes_nothing(db: SalesArck, engine: Engine, call: Any) -> None:
