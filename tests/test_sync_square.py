@@ -325,3 +325,15 @@ def test_a_failing_progress_callback_does_not_stop_the_sync(world: World) -> Non
 
     result = _sync(world, progress=broken)
     assert result.ok and result.posted > 0
+
+
+def test_failed_early_refresh_keeps_using_a_still_valid_token(world: World) -> None:
+    w = world
+    with w.engine.begin() as conn:
+        conn.execute(sa.text("update pos_connections set token_expires_at = now() at time zone 'utc'"
+                             " + interval '2 minutes'"))
+    w.fake.client_secret = "rotated-elsewhere"  # the refresh is refused
+    result = _sync(w)
+    assert result.ok, result.error
+    assert count(w.engine, "select count(*) from pos_connections where status = 'active'") == 1
+    assert count(w.engine, "select count(*) from transactions") == len(_completed(w))

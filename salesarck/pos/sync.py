@@ -189,6 +189,7 @@ def sync_connection(
         message = _safe_message(exc)
         return _fail(ctx, message, exc)
     except Exception as exc:  # a bug: record the run as failed, then let it surface
+        log.exception("sync of connection %s failed unexpectedly", connection_id)
         _fail(ctx, f"internal error ({type(exc).__name__}); see the logs", exc)
         raise
 
@@ -237,7 +238,14 @@ class _SquareSession:
         self.client: SquareClient = factory(ctx.settings.square_base_url, self.tokens.access_token)
         self.refreshed = False
         if conns.needs_refresh(self.tokens):
-            self.refresh("the access token expires soon")
+            try:
+                self.refresh("the access token expires soon")
+            except ConnectionAuthError as exc:
+                expires = self.tokens.expires_at
+                if expires is None or expires <= utcnow():
+                    raise
+                # still valid for a few minutes: use it; the next sync (or a 401) tries again
+                log.warning("early token refresh of connection %s failed: %s", ctx.connection.id, exc)
 
     def close(self) -> None:
         self.client.close()
