@@ -256,6 +256,13 @@ def test_hostile_records_are_skipped_and_write_nothing(engine: Engine, world: di
         post_payments(conn, tenant_id=t, records=[good], arrival="carrier-pigeon")  # type: ignore[arg-type]
     with pytest.raises(NotFound), engine.begin() as conn:
         post_payments(conn, tenant_id=uuid.uuid4(), records=[good], arrival="poll")
+    for kw in ({"tenant_id": "'; drop table transactions; --"}, {"records": None}, {"records": "abc"}):
+        with pytest.raises(ValidationError), engine.begin() as conn:
+            post_payments(conn, **{"tenant_id": t, "records": [good], "arrival": "poll", **kw})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError), engine.begin() as conn:
+        accrue(conn, "not-a-uuid")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError), engine.begin() as conn:
+        post_refunds(conn, tenant_id=t, provider="paypal", refunds=[], arrival="poll")
 
 
 def test_failure_mid_transaction_leaves_nothing(engine: Engine, world: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from salesarck.errors import NotFound, ValidationError
 from salesarck.pos.records import Arrival, PaymentRecord, RefundRecord, SkippedRecord
 from salesarck.rewards.currency import exponent_table
 from salesarck.rewards.customers import normalize_customer_ref
+from salesarck.rewards.guard import as_uuid
 
 MAX_INT32 = 2_147_483_647
 MAX_ID_CHARS = 255
@@ -165,8 +166,6 @@ def _latest(a: PaymentRecord, b: PaymentRecord) -> PaymentRecord:
     new, old = (b, a) if kb >= ka else (a, b)
     refunds = {r.provider_refund_id: r for r in old.refunds}
     refunds.update({r.provider_refund_id: r for r in new.refunds})
-    from dataclasses import replace
-
     return replace(new, refunds=tuple(refunds.values()))
 
 
@@ -231,6 +230,9 @@ def post_payments(
     """
     if arrival not in ARRIVALS:
         raise ValidationError(f"arrival must be one of {', '.join(ARRIVALS)}")
+    tenant_id = as_uuid(tenant_id, "tenant id")
+    if isinstance(records, str | bytes) or not isinstance(records, Sequence):
+        raise ValidationError("records must be a list of PaymentRecords")
     summary = PostingSummary(read=len(records))
     region = _tenant_region(conn, tenant_id)
     by_key: dict[tuple[str, str], PaymentRecord] = {}
@@ -289,6 +291,9 @@ def post_refunds(
         raise ValidationError(f"arrival must be one of {', '.join(ARRIVALS)}")
     if provider not in ("square", "clover"):
         raise ValidationError(f"unknown provider {str(provider)[:20]!r}")
+    tenant_id = as_uuid(tenant_id, "tenant id")
+    if isinstance(refunds, str | bytes) or not isinstance(refunds, Sequence):
+        raise ValidationError("refunds must be a list of RefundRecords")
     summary = PostingSummary(read=len(refunds))
     _tenant_region(conn, tenant_id)
     latest: dict[str, RefundRecord] = {}
@@ -560,6 +565,7 @@ def accrue(conn: Connection, transaction_id: uuid.UUID) -> int:
     known customer or no rule in force, posts nothing (returns 0). Any completed refunds or a
     void already recorded are then applied, so the transaction ends at its target.
     """
+    transaction_id = as_uuid(transaction_id, "transaction id")
     row = _exec(conn, "select tenant_id from transactions where id = :i", {"i": transaction_id}).first()
     if row is None:
         raise NotFound(f"no transaction {transaction_id}")
