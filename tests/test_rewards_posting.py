@@ -306,3 +306,15 @@ def test_concurrent_batches_no_deadlock_no_double_post(engine: Engine, world: di
         net = conn.execute(sa.text("select x.provider_transaction_id, sum(e.points_earned) from reward_events e "
                                    "join transactions x on x.id = e.transaction_id group by 1")).all()
     assert len(net) == 60
+
+
+def test_rule_without_rate_posts_no_event(engine: Engine, world: dict[str, Any]) -> None:
+    t = world["tenant"]
+    with engine.begin() as conn:
+        conn.execute(sa.text("update reward_rules set is_active = false where tenant_id = :t"), {"t": t})
+        make_rule(conn, t, 2, config={"roundingPolicy": "floor"}, effective_from=datetime(2026, 4, 1))
+    s = post(engine, t, [pay("norate", 1000, email="alice@example.test")])
+    assert (s.inserted, s.accruals, s.points_credited) == (1, 0, 0)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from reward_events")).scalar() == 0
+        check_invariants(conn)

@@ -25,7 +25,8 @@ returns integer
 language sql immutable parallel safe
 as $$
     select case
-        when amount_minor_units is null or currency_exponent is null or rule_config is null then null
+        when amount_minor_units is null or currency_exponent is null or rule_config is null
+          or (rule_config ->> 'conversionRate') is null then null
         when amount_minor_units <= 0
           or amount_minor_units < coalesce((rule_config ->> 'minSpendMinorUnits')::numeric, 0) then 0
         else least(

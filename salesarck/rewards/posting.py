@@ -487,6 +487,8 @@ def _post_events(conn: Connection, tenant_id: uuid.UUID, summary: PostingSummary
         where a.user_id is not null
           and (a.is_new or not exists (select 1 from reward_events e
                                        where e.transaction_id = x.id and coalesce(e.points_redeemed, 0) = 0))""")
+    # a stored rule without a conversionRate values nothing: no event (reconciliation reports it)
+    _exec(conn, "delete from _sa_acc0 where points is null")
     # get-or-create: a customer's first wallet opens with its accrued points (in user order, so
     # concurrent creators queue on the unique key without deadlocks)
     _exec(conn, """
