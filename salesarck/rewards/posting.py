@@ -12,8 +12,9 @@ How each event is written (reconciliation relies on exactly this):
 A payment's net points always move to what its rule version gives for (amount - completed
 refunds), or 0 once voided, so replaying anything in any order changes nothing.
 
-Concurrency: wallets are created in user order and locked `ORDER BY id FOR UPDATE` before any
-event is computed, so concurrent batches neither deadlock nor post an accrual twice.
+Concurrency: existing wallets are locked `ORDER BY id FOR UPDATE` before any event is computed,
+transactions are inserted in key order and new wallets in user order (each opening with its
+accrued points), so concurrent batches neither deadlock nor post an accrual twice.
 """
 
 from __future__ import annotations
