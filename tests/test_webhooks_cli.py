@@ -84,8 +84,16 @@ def test_process_status_list_replay_purge(engine: Engine, test_env: URL, monkeyp
         with engine.connect() as conn:
             keys = conn.execute(sa.text("select key from idempotency_keys where key like 'square:M:%'")).scalars().all()
         assert keys == ["square:M:new"]
+        code, out, err = run(capsys, "--format", "json", "worker", "--once")
+        assert code == 0, err
+        assert json.loads(out)["polls"] == 2 and json.loads(out)["poll_failures"] == 0
         code, out, err = run(capsys, "--format", "json", "worker", "status")
-        assert code == 0
+        assert code == 0 and json.loads(out)[0]["state"] == "stopped"
+        code, out, err = run(capsys, "--format", "json", "worker", "schedule")
+        assert code == 0 and {r["last_status"] for r in json.loads(out)} == {"ok"}
+        code, out, err = run(capsys, "--format", "json", "worker", "options", "--connection",
+                             str(env.clover_connection), "--interval", "60", "--clover-region", "eu")
+        assert code == 0 and json.loads(out)["clover_region"] == "eu"
 
 
 @pytest.mark.parametrize("args,fragment", [
