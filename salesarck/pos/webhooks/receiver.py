@@ -205,15 +205,20 @@ def create_app(
                 app_id, merchant_events = store.clover_merchant_events(payload)
             except ValidationError as exc:
                 raise Rejected(400, str(exc)) from None
-            tenants = await run_in_threadpool(merchants.tenants, "clover", list(merchant_events))
-            if not tenants:
+            def lookup_and_store() -> tuple[store.StoreResult, int] | None:  # one worker-thread hop
+                tenants = merchants.tenants("clover", list(merchant_events))
+                if not tenants:
+                    return None
+                events = store.build_clover_events(app_id=app_id, merchant_events=merchant_events,
+                                                   tenants=tenants, raw_body=body)
+                return store.store_events(engine, events), len(merchant_events) - len(tenants)
+
+            outcome = await run_in_threadpool(lookup_and_store)
+            if outcome is None:
                 raise Rejected(422, "unknown merchant")
-            unknown = len(merchant_events) - len(tenants)
+            result, unknown = outcome
             if unknown:
                 counters.add("clover.unknown_merchants_skipped", unknown)
-            events = store.build_clover_events(app_id=app_id, merchant_events=merchant_events, tenants=tenants,
-                                               raw_body=body)
-            result = await run_in_threadpool(store.store_events, engine, events)
             return stored("clover", result, {"unknown_merchants": unknown})
         except Rejected as exc:
             return reject("clover", exc)
