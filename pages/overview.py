@@ -61,11 +61,19 @@ with friendly():
     if conns.empty:
         empty_state("No POS connections yet. An admin can add one on the POS connections page.")
     else:
+        runs = ops.sync_runs(actor, limit=200)
+        if runs is not None and not runs.empty:
+            latest = runs.sort_values("started_at").groupby("connection_id").tail(1)
+            conns = conns.merge(latest[["connection_id", "status"]].rename(columns={"status": "last_run"}),
+                                on="connection_id", how="left")
+        else:
+            conns = conns.assign(last_run=None)
         st.dataframe(
-            conns[["tenant", "pos_type", "merchant_account_id", "status", "last_synced_at", "token_expires_at"]],
+            conns[["tenant", "pos_type", "merchant_account_id", "status", "last_synced_at", "last_run",
+                   "token_expires_at"]],
             hide_index=True, width="stretch",
             column_config={"last_synced_at": st.column_config.DatetimeColumn("Last sync (UTC)"),
                            "token_expires_at": st.column_config.DatetimeColumn("Token expires (UTC)"),
                            "pos_type": "Provider", "merchant_account_id": "Merchant", "tenant": "Tenant",
-                           "status": "Status"})
+                           "status": "Connection", "last_run": "Last sync run"})
         link("sync", "Sync now or see run history")

@@ -196,6 +196,10 @@ def test_sync_now_runs_with_progress_and_summary(square: Any, engine: Engine,
     assert scalar(engine, "select count(*) from transactions") > 0
     assert scalar(engine, "select status from sync_runs order by started_at desc limit 1") == "succeeded"
 
+    overview = open_page(monkeypatch, square.admin.email, "pages/overview.py")
+    assert not overview.error, [e.value for e in overview.error]
+    assert list(overview.dataframe[0].value["last_run"]) == ["succeeded"]
+
     client = open_page(monkeypatch, square.client_user.email, "pages/sync.py")
     assert button(client, "Sync now").disabled
     assert not [b for b in client.button if b.label == "Process now"]
