@@ -211,3 +211,34 @@ def test_process_webhooks_now(world: app_seed.World, engine: Engine, monkeypatch
     button(at, "Process now").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("claimed events" in s.value for s in at.success)
+
+
+def test_sync_now_on_a_clover_connection(engine: Engine, test_env: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The button dispatches through the provider registry: a Clover connection syncs the same way."""
+    from salesarck.crypto import KeyRing
+    from salesarck.pos.connections import add_connection
+    from salesarck.pos.fake.clover import DEFAULT_ACCESS_TOKEN, FakeClover
+    from tests.factories import make_admin, make_rule, make_tenant
+
+    fake = FakeClover(seed=3, payments=40, access_token=DEFAULT_ACCESS_TOKEN)
+    keys = key_spec("k1")
+    with ThreadServer(fake.app) as srv:
+        with engine.begin() as conn:
+            tenant = make_tenant(conn, name="Clover Cafe")
+            make_rule(conn, tenant["id"])
+            admin = make_admin(conn)
+        add_connection(engine, actor=admin, tenant_id=tenant["id"], provider="clover",
+                       merchant_id=getattr(fake, "merchant_id", "CLOVERM1"), access_token=DEFAULT_ACCESS_TOKEN,
+                       keyring=KeyRing.parse(keys))
+        monkeypatch.setenv("SALESARCK_ENCRYPTION_KEYS", keys)
+        monkeypatch.setenv("SALESARCK_CLOVER_BASE_URL", srv.base_url)
+        monkeypatch.chdir(ROOT)
+        try:
+            at = open_page(monkeypatch, admin.email or "", "pages/sync.py")
+            button(at, "Sync now").click().run()
+            assert not at.exception
+            assert any("Sync finished" in s.value for s in at.success), [e.value for e in at.error]
+            assert scalar(engine, "select provider from sync_runs") == "clover"
+        finally:
+            st.cache_data.clear()
+            st.cache_resource.clear()

@@ -251,22 +251,22 @@ def sync_runs(actor: Actor, *, connection_id: uuid.UUID | None = None, limit: in
 
 
 def sync_now(actor: Actor, *, connection_id: uuid.UUID, progress: Callable[[Any], None] | None) -> Any:
-    """Run one sync of a connection with a progress callback (the package checks SYNC for its tenant)."""
+    """Run one sync of a connection with a progress callback (the package checks SYNC for its tenant).
+
+    `salesarck.pos.sync.sync_connection` dispatches to the provider's sync (Square, Clover).
+    """
     from salesarck.pos.connections import get_connection
 
     with get_engine().connect() as conn:
         info = get_connection(conn, connection_id)
     actor.require(Permission.SYNC, info.tenant_id)
-    provider = info.provider
-    name = "salesarck.pos.clover_sync" if provider == "clover" else "salesarck.pos.sync"
-    mod = module(name)
-    if mod is None or not hasattr(mod, "sync_connection"):
-        raise ValidationError(f"{provider or 'this provider'}'s sync is not installed in this build")
+    sync = module("salesarck.pos.sync")
+    if sync is None:
+        raise ValidationError("POS sync is not installed in this build")
     try:
-        result = mod.sync_connection(get_engine(), connection_id, actor=actor, progress=progress)
+        return sync.sync_connection(get_engine(), connection_id, actor=actor, progress=progress)
     finally:
         invalidate()
-    return result
 
 
 def webhook_processor() -> Any | None:
