@@ -117,6 +117,16 @@ async def send_all(base_url: str, payloads: list[bytes], concurrency: int) -> tu
         return time.perf_counter() - started, codes
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children (Linux /proc), or 0 if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / ticks  # utime, stime, cutime, cstime
+
+
 def count(engine: sa.Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql)).scalar_one())
@@ -151,10 +161,16 @@ def main() -> None:
             with engine.begin() as conn:
                 conn.execute(sa.text("delete from pos_webhook_events_raw"))
                 conn.execute(sa.text("delete from pos_webhook_event_keys"))
+            cpu0 = cpu_seconds(proc.pid)
             elapsed, codes = asyncio.run(send_all(base, payloads, args.concurrency))
+            cpu1 = cpu_seconds(proc.pid)
             stored = count(engine, "select count(*) from pos_webhook_events_raw")
             results["receiver_accepted_per_s"] = round(args.events / elapsed, 1)
             results["receiver_codes"] = codes
+            if args.receiver_workers == 1 and cpu1 > cpu0:
+                # load-independent: what one accepted event costs the receiver process in CPU
+                results["receiver_cpu_ms_per_event"] = round((cpu1 - cpu0) * 1000 / args.events, 2)
+            results["load_average_1m"] = os.getloadavg()[0]
             results["stored"] = stored
             dup_elapsed, dup_codes = asyncio.run(send_all(base, [payloads[0]] * args.events, args.concurrency))
             results["receiver_duplicates_per_s"] = round(args.events / dup_elapsed, 1)
