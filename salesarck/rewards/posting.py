@@ -317,6 +317,8 @@ def _stage(conn: Connection, rows: Sequence[tuple[Any, ...]], refund_rows: Seque
             _exec(conn, statement)
     _copy(conn, "_sa_stage", _STAGE_COLS, rows)
     _copy(conn, "_sa_stage_refunds", _REFUND_COLS, refund_rows)
+    _exec(conn, "analyze _sa_stage")  # row counts and distinct emails steer the join plans
+    _exec(conn, "analyze _sa_stage_refunds")
 
 
 def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: PostingSummary) -> None:
