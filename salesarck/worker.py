@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,14 +41,17 @@ log = logging.getLogger(__name__)
 
 POLLABLE_STATUSES = ("active", "error")
 DB_RETRY_SECONDS = 5.0
+HEARTBEAT_EVERY_SECONDS = 15.0
 MAX_ERROR_CHARS = 500
 SyncFn = Callable[..., Any]
 
 
-def _default_sync(engine: Engine, connection_id: uuid.UUID, *, settings: Settings) -> Any:
+def _default_sync(engine: Engine, connection_id: uuid.UUID, *, settings: Settings,
+                  progress: Callable[[Any], None] | None = None) -> Any:
     from salesarck.pos.sync import sync_connection
 
-    return sync_connection(engine, connection_id, actor=None, settings=settings, trigger="worker")
+    return sync_connection(engine, connection_id, actor=None, settings=settings, trigger="worker",
+                           progress=progress)
 
 
 @dataclass
@@ -178,7 +182,17 @@ class Worker:
 
         status, error = "ok", None
         try:
-            result = self.sync(self.engine, connection_id, settings=self.settings)
+            if self.sync is _default_sync:  # beat during a long sync too, so the app does not think we died
+                last = [time.monotonic()]
+
+                def beat_now(_progress: Any) -> None:
+                    if time.monotonic() - last[0] >= HEARTBEAT_EVERY_SECONDS:
+                        last[0] = time.monotonic()
+                        self.beat("stopping" if self.stopping else "running")
+
+                result = _default_sync(self.engine, connection_id, settings=self.settings, progress=beat_now)
+            else:
+                result = self.sync(self.engine, connection_id, settings=self.settings)
             if getattr(result, "ok", True) is False:
                 status, error = "failed", getattr(result, "error", None)
         except SyncAlreadyRunning:
