@@ -15,7 +15,10 @@ from salesarck.rewards.currency import country_currency
 from salesarck.rewards.guard import as_uuid, require
 from salesarck.rewards.posting import PostingSummary, post_payments
 
-CHUNK = 50_000  # payments per posting statement set (memory of the staged rows stays bounded)
+# Payments per posting call. Large on purpose: within one transaction every further call updates
+# the same wallet rows again (longer version chains for every later FK check); measured on 150k
+# payments, one call took 29 s where three calls of 50k took 78 s.
+CHUNK = 250_000
 
 
 def ingest_file(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID, path: str | os.PathLike[str],
