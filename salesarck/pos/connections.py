@@ -25,6 +25,7 @@ from salesarck import audit
 from salesarck.authz import Actor, Permission
 from salesarck.crypto import KeyRing, TokenCryptoError, token_aad, validate_token_text
 from salesarck.errors import Conflict, NotFound, ValidationError
+from salesarck.rewards.guard import as_uuid
 from salesarck.timeutil import utcnow
 
 PROVIDERS = ("square", "clover")
@@ -222,6 +223,9 @@ def add_connection(
 def list_connections(engine: Engine, *, actor: Actor, tenant_id: uuid.UUID | None = None,
                      provider: str | None = None) -> list[ConnectionInfo]:
     """Connections the actor may see (VIEW_SYNC), without tokens."""
+    tenant_id = None if tenant_id is None else as_uuid(tenant_id, "tenant id")  # clear error, not a DataError
+    if provider is not None and not isinstance(provider, str):
+        raise ValidationError("provider must be text")
     scope = actor.tenant_scope(Permission.VIEW_SYNC)
     with engine.connect() as conn:
         rows = conn.execute(sa.text(

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from salesarck.authz import Actor, Permission
 from salesarck.errors import Conflict, NotFound, SalesarckError, ValidationError
 from salesarck.jsonutil import dumps
+from salesarck.rewards.guard import as_uuid
 
 LEASE_SECONDS = 120
 MAX_ERROR_CHARS = 1000
@@ -224,8 +225,11 @@ def recent_failures(conn: Connection, connection_id: uuid.UUID, *, limit: int = 
 def list_runs(engine: Engine, *, actor: Actor, connection_id: uuid.UUID | None = None,
               tenant_id: uuid.UUID | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Run history, newest first, within what the actor may see (VIEW_SYNC)."""
-    if not 1 <= limit <= 1000:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise ValidationError("limit must be between 1 and 1000")
+    # ids may come from a form or URL: a malformed one is a clear error, not a database DataError
+    connection_id = None if connection_id is None else as_uuid(connection_id, "connection id")
+    tenant_id = None if tenant_id is None else as_uuid(tenant_id, "tenant id")
     scope = actor.tenant_scope(Permission.VIEW_SYNC)
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
