@@ -100,21 +100,23 @@ class Dialect:
             return f"cast(pow(10, {exponent} + 10) as hugeint) as d"
         return f"power(10::numeric, -{exponent}) as scale"
 
-    def points(self, amount: str) -> str:
-        """Points for `amount` under rule params `rp` and currency `cm`: exactly `salesarck_points`
-        (amount / 10^exponent x rate, rounded by policy, 0 below min spend, capped), inlined so it
-        costs arithmetic, not a function call per row. DuckDB uses integer division (no doubles)."""
+    def points(self, amount: str, rp: str = "rp", cm: str = "cm") -> str:
+        """Points for `amount` under rule params of `rp` and currency scale of `cm`: exactly
+        `salesarck_points` (amount / 10^exponent x rate, rounded by policy, 0 below min spend,
+        capped), inlined so it costs arithmetic, not a function call per row. DuckDB uses integer
+        division (no doubles)."""
         if self.name == "duckdb":
-            n, d = f"(cast({amount} as hugeint) * rp.rate_e10)", "cm.d"
-            rounded = (f"case rp.policy when 'ceil' then ({n} + {d} - 1) // {d} "
+            n, d = f"(cast({amount} as hugeint) * {rp}.rate_e10)", f"{cm}.d"
+            rounded = (f"case {rp}.policy when 'ceil' then ({n} + {d} - 1) // {d} "
                        f"when 'round' then (2 * {n} + {d}) // (2 * {d}) else {n} // {d} end")
+            rate, unit = f"{rp}.rate_e10", f"{cm}.d"
         else:
-            v = f"(cast({amount} as numeric) * rp.rate * cm.scale)"
-            rounded = f"case rp.policy when 'ceil' then ceil({v}) when 'round' then round({v}) else floor({v}) end"
-        return (f"(case when rp.idx is null or cm.code is null or rp.rate is null then null "
-                f"when {amount} <= 0 or {amount} < rp.min_spend then 0 "
-                f"else cast(least({rounded}, rp.max_points, 2147483647) as integer) end)").replace(
-                    "rp.rate is null", "rp.rate_e10 is null" if self.name == "duckdb" else "rp.rate is null")
+            v = f"(cast({amount} as numeric) * {rp}.rate * {cm}.scale)"
+            rounded = f"case {rp}.policy when 'ceil' then ceil({v}) when 'round' then round({v}) else floor({v}) end"
+            rate, unit = f"{rp}.rate", f"{cm}.scale"
+        return (f"(case when {rp}.idx is null or {unit} is null or {rate} is null then null "
+                f"when {amount} <= 0 or {amount} < {rp}.min_spend then 0 "
+                f"else cast(least({rounded}, {rp}.max_points, 2147483647) as integer) end)")
 
 
 POSTGRES = Dialect("postgres")
@@ -222,6 +224,10 @@ def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False) -> 
         sub = f" in (select t0.id from transactions t0 where {scope.txn_pred('t0')})"
     w_join = "left join wt on wt.id = {}.wallet_id" if cross_tenant else ""
     w_tidx = "wt.tidx" if cross_tenant else "cast(null as bigint)"
+    duck = d.name == "duckdb"
+    unit, rate = ("d", "rate_e10") if duck else ("scale", "rate")
+    num = "decimal(38, 10)" if duck else "numeric"
+    big = "hugeint" if duck else "numeric"
     wt_cte = ("wt as (select w.id, tn.tidx from wallets w join tn on tn.id = w.tenant_id),"
               if cross_tenant else "")
     return f"""
@@ -239,19 +245,23 @@ x as (
            (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rif,
            tn.tidx as tidx, cast(null as bigint) as rule_tidx,
            0 as n_pos, 0 as n_earn, 0 as earned, 0 as redeemed, cast(null as bigint) as rule_idx,
-           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded
+           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded,
+           cm.{unit} as {unit}, cast(null as {big}) as {rate}, cast(null as {num}) as min_spend,
+           cast(null as {big}) as max_points, cast(null as varchar) as policy
     from transactions t
     join tn on tn.id = t.tenant_id
     left join first_rule fr on fr.tenant_id = t.tenant_id
+    left join cm on cm.code = t.currency
     where {scope.txn_pred('t')}
     union all
     select e.transaction_id, 0, null, null, false, {w_tidx}, rpe.tidx,
            case when e.points_earned > 0 then 1 else 0 end,
            case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end,
            coalesce(e.points_earned, 0), coalesce(e.points_redeemed, 0), rpe.idx,
-           0, 0, 0, 0, 0, 0
+           0, 0, 0, 0, 0, 0, null, rpe.{rate}, rpe.min_spend, rpe.max_points, rpe.policy
     from reward_events e
-    left join (select rp.id, rp.idx, tn.tidx from rp join tn on tn.id = rp.tenant_id) rpe
+    left join (select rp.id, rp.idx, tn.tidx, rp.{rate}, rp.min_spend, rp.max_points, rp.policy
+               from rp join tn on tn.id = rp.tenant_id) rpe
          on rpe.id = e.rule_version_id
     {w_join.format('e')}
     where e.transaction_id is not null {('and e.transaction_id' + sub) if sub else ''}
@@ -262,17 +272,18 @@ x as (
            case when l.entry_type = 'debit' and (l.description is null or l.description <> 'redemption')
                 then l.points else 0 end,
            case when l.entry_type = 'debit' and l.description = 'redemption' then l.points else 0 end,
-           case when l.description = 'void' then 1 else 0 end, 0
+           case when l.description = 'void' then 1 else 0 end, 0, null, null, null, null, null
     from wallet_ledger l
     {w_join.format('l')}
     where l.source_transaction_id is not null {('and l.source_transaction_id' + sub) if sub else ''}
     union all
     select f.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 0,
-           f.amount_minor_units
+           f.amount_minor_units, null, null, null, null, null
     from transaction_refunds f
     where f.is_completed {('and f.transaction_id' + sub) if sub else ''}
     union all
-    select v.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0
+    select v.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0,
+           null, null, null, null, null
     from transaction_details v
     where v.is_voided {('and v.transaction_id' + sub) if sub else ''}
 ),
@@ -283,22 +294,23 @@ g as (
            sum(n_pos) as n_pos_events, sum(n_earn) as n_earn_events, sum(earned) as earned,
            sum(redeemed) as redeemed, min(rule_idx) as rule_idx, sum(n_credits) as n_credits,
            sum(credits) as credits, sum(debits) as debits, sum(red_debits) as red_debits,
-           sum(n_void) > 0 as voided, sum(refunded) as refunded
+           sum(n_void) > 0 as voided, sum(refunded) as refunded, min(rule_idx) as idx,
+           max({unit}) as {unit}, max({rate}) as {rate}, max(min_spend) as min_spend,
+           max(max_points) as max_points, max(policy) as policy
     from x group by tid
 ),
 k as (
-    select g.*, rp.rule_id,
+    select g.*,
            case when g.rule_idx is null then null
                 when g.voided then 0
-                else {d.points('greatest(g.amount_minor_units - g.refunded, 0)')}
+                else {d.points('greatest(g.amount_minor_units - g.refunded, 0)', rp='g', cm='g')}
            end as expected
     from g
-    left join rp on rp.idx = g.rule_idx
-    left join cm on cm.code = g.currency
     where g.n_txn > 0
-)
+),
+f as (
 select k.tid as transaction_id, t.tenant_id, t.user_id, k.amount_minor_units, k.currency, k.rule_in_force,
-       k.n_pos_events, k.n_earn_events, k.earned, k.redeemed, k.rule_id, k.n_credits, k.credits, k.debits,
+       k.n_pos_events, k.n_earn_events, k.earned, k.redeemed, k.rule_idx, k.n_credits, k.credits, k.debits,
        k.red_debits, k.refunded, k.voided, k.expected,
        (k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx) as cross_tenant
 from k join transactions t on t.id = k.tid
@@ -307,6 +319,8 @@ where (k.rule_in_force and k.n_earn_events = 0)
    or (k.rule_idx is not null and k.expected is distinct from k.earned)
    or k.earned <> k.credits - k.debits or k.redeemed <> k.red_debits
    or k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx
+)
+select f.*, rp.rule_id from f left join rp on rp.idx = f.rule_idx
 """
 
 
