@@ -97,7 +97,13 @@ class RuleConfig:
                 raise ValidationError(f"rule config is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise ValidationError("rule config must be a JSON object")
-        if len(dumps(raw)) > MAX_CONFIG_CHARS:
+        try:
+            size = len(dumps(raw))
+        except RecursionError:  # a deeply nested object (from a dict, not text) is refused, not a crash
+            raise ValidationError("rule config is nested too deeply") from None
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"rule config is not JSON-serialisable: {str(exc)[:80]}") from None
+        if size > MAX_CONFIG_CHARS:
             raise ValidationError("rule config is too large")
         rate = _number(raw, "conversionRate", None)
         assert rate is not None
