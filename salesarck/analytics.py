@@ -27,6 +27,7 @@ Freq = Literal["hour", "day", "week", "month"]
 FREQS: tuple[str, ...] = ("hour", "day", "week", "month")
 TX_GROUPS: tuple[str, ...] = ("none", "tenant", "provider", "location")
 MAX_PAGE_SIZE = 500
+MAX_PAGE = 10_000_000  # keeps page * page_size far inside PostgreSQL's bigint OFFSET
 MAX_BUCKETS = 5000  # beyond this the caller asked for a freq too fine for the window
 POINT_SERIES_LIMIT = 5000  # a wallet with more ledger entries is charted per day
 
@@ -112,9 +113,10 @@ def check_timezone(tz: str | None) -> str:
 
 
 def _page_args(page: int, page_size: int) -> tuple[int, int]:
-    if not isinstance(page, int) or page < 1:
-        raise ValidationError("page must be a whole number from 1")
-    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+    # bools are ints in Python and a huge page overflows the bigint OFFSET: both refused clearly
+    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
+        raise ValidationError(f"page must be a whole number from 1 to {MAX_PAGE}")
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValidationError(f"page size must be between 1 and {MAX_PAGE_SIZE}")
     return page, page_size
 
@@ -615,6 +617,8 @@ def _audit_params(scope: list[uuid.UUID] | None, start: datetime, end: datetime,
     for name, value in (("actor", actor_email), ("action", action), ("target", target)):
         if value is not None and len(value) > 200:
             raise ValidationError(f"the {name} filter is longer than 200 characters")
+        if value is not None and "\x00" in value:
+            raise ValidationError(f"the {name} filter must not contain NUL characters")
     like = None
     if actor_email:
         like = "%" + actor_email.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -759,6 +763,8 @@ def find_wallets(conn: Connection, *, actor: Actor, query: str, limit: int = 20)
     text = (query or "").strip()
     if len(text) > 200:
         raise ValidationError("search text is longer than 200 characters")
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL: a clear error, not a DataError
+        raise ValidationError("search text must not contain NUL characters")
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     if not text:
