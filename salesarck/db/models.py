@@ -40,6 +40,7 @@ def _created_at() -> Mapped[datetime | None]:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (Index("users_email_lower_idx", text("lower(email)")),)  # 0009: case-insensitive lookups
 
     # Supabase auth user id: assigned by the identity provider, never generated here.
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
