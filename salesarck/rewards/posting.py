@@ -12,7 +12,9 @@ How each event is written (reconciliation relies on exactly this):
 A payment's net points always move to what its rule version gives for (amount - completed
 refunds), or 0 once voided, so replaying anything in any order changes nothing.
 
-Concurrency: existing wallets are locked `ORDER BY id FOR UPDATE` before any event is computed,
+Concurrency: each posting first takes its tenant's transaction-level advisory lock (one global
+order, so batches posted together in one transaction cannot deadlock with a concurrent caller);
+existing wallets are locked `ORDER BY id FOR UPDATE` before any event is computed,
 transactions are inserted in key order and new wallets in user order (each opening with its
 accrued points), so concurrent batches neither deadlock nor post an accrual twice.
 """
@@ -323,6 +325,12 @@ def _stage(conn: Connection, rows: Sequence[tuple[Any, ...]], refund_rows: Seque
 
 def _post_staged(conn: Connection, tenant_id: uuid.UUID, arrival: str, summary: PostingSummary) -> None:
     t = {"t": tenant_id}
+    # 0. one global lock order: the tenant's posting lock first (held to commit, re-entrant). A caller
+    #    that posts several batches in one transaction (the webhook processor: per provider, refunds,
+    #    event-by-event fallback) otherwise holds transaction/detail/wallet locks of one batch while
+    #    taking the next batch's, in an order a concurrent caller can invert (deadlock). Callers that
+    #    post for several tenants in one transaction must do so in tenant id order.
+    _exec(conn, "select pg_advisory_xact_lock(hashtextextended('salesarck.posting:' || cast(:t as text), 0))", t)
     # 1. customers (email first, then E.164 mobile; no match: anonymous) and transactions (completed
     #    payments only, dedup on the seed's unique key, inserted in key order: no deadlocks), in one
     #    statement that also maps every staged payment to its stored transaction

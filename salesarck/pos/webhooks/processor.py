@@ -422,8 +422,8 @@ def process_batch(
         for w in works:
             if w.error is None and (w.payments or w.refunds):
                 by_tenant[w.tenant_id].append(w)
-        for tenant_id, items in by_tenant.items():
-            _post(conn, tenant_id, items, result)
+        for tenant_id in sorted(by_tenant):  # tenant posting locks in one global order (see posting)
+            _post(conn, tenant_id, by_tenant[tenant_id], result)
         _record(conn, works, now, result)
     return result
 
