@@ -222,103 +222,112 @@ def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False) -> 
     sub = ""
     if scope.tenants is not None or scope.transactions is not None:
         sub = f" in (select t0.id from transactions t0 where {scope.txn_pred('t0')})"
-    w_join = "left join wt on wt.id = {}.wallet_id" if cross_tenant else ""
-    w_tidx = "wt.tidx" if cross_tenant else "cast(null as bigint)"
+    # tenants as small integers, written inline (not a shared CTE) so the planner sees the tenants
+    # and wallets tables' real sizes and hashes them, not the large side
+    tn_q = "(select id, row_number() over (order by cast(id as text)) as tidx from tenants)"
+    w_join = ("left join wallets w{0} on w{0}.id = {0}.wallet_id "
+              f"left join {tn_q} wtn{{0}} on wtn{{0}}.id = w{{0}}.tenant_id") if cross_tenant else ""
+    w_tidx = "wtn{}.tidx" if cross_tenant else "cast(null as bigint)"
     duck = d.name == "duckdb"
     unit, rate = ("d", "rate_e10") if duck else ("scale", "rate")
-    num = "decimal(38, 10)" if duck else "numeric"
-    big = "hugeint" if duck else "numeric"
-    wt_cte = ("wt as (select w.id, tn.tidx from wallets w join tn on tn.id = w.tenant_id),"
-              if cross_tenant else "")
+    # The grouped pass carries only integers (PostgreSQL keeps ~16 bytes of state per aggregate per
+    # group, so each one costs at 9M groups): rule and currency as small indexes into one-row arrays
+    # (`pa`) read after grouping; every tenant index (the transaction's, its wallets', its rules')
+    # in one min/max pair, since they agree iff min = max; the transaction row is the one with an
+    # amount (NOT NULL in the schema).
     return f"""
 with rp as (
     select r.id, r.tenant_id, cast(r.id as text) as rule_id,
            row_number() over (order by cast(r.id as text)) as idx, {d.rule_params('r.rule_config')}
     from reward_rules r
 ),
-tn as (select id, row_number() over (order by cast(id as text)) as tidx from tenants),
-{wt_cte}
 first_rule as (select tenant_id, min(effective_from) as first_at from reward_rules group by tenant_id),
-cm as (select code, {d.currency_scale('exponent')} from currency_minor_units),
+cm as (select code, row_number() over (order by code) as cidx, {d.currency_scale('exponent')}
+       from currency_minor_units),
+pa as (
+    select (select array_agg({rate} order by idx) from rp) as rates,
+           (select array_agg(min_spend order by idx) from rp) as mins,
+           (select array_agg(max_points order by idx) from rp) as maxs,
+           (select array_agg(policy order by idx) from rp) as pols,
+           (select array_agg({unit} order by cidx) from cm) as units
+),
+rpe as (select rp.id, rp.idx, tn.tidx from rp join {tn_q} tn on tn.id = rp.tenant_id),
 x as (
-    select t.id as tid, 1 as n_txn, t.amount_minor_units as amount, t.currency,
+    select t.id as tid, t.amount_minor_units as amount, cm.cidx,
            (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rif,
            tn.tidx as tidx, cast(null as bigint) as rule_tidx,
            0 as n_pos, 0 as n_earn, 0 as earned, 0 as redeemed, cast(null as bigint) as rule_idx,
-           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded,
-           cm.{unit} as {unit}, cast(null as {big}) as {rate}, cast(null as {num}) as min_spend,
-           cast(null as {big}) as max_points, cast(null as varchar) as policy
+           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded
     from transactions t
-    join tn on tn.id = t.tenant_id
+    join {tn_q} tn on tn.id = t.tenant_id
     left join first_rule fr on fr.tenant_id = t.tenant_id
     left join cm on cm.code = t.currency
     where {scope.txn_pred('t')}
     union all
-    select e.transaction_id, 0, null, null, false, {w_tidx}, rpe.tidx,
+    select e.transaction_id, null, null, false, {w_tidx.format('e')}, rpe.tidx,
            case when e.points_earned > 0 then 1 else 0 end,
            case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end,
            coalesce(e.points_earned, 0), coalesce(e.points_redeemed, 0), rpe.idx,
-           0, 0, 0, 0, 0, 0, null, rpe.{rate}, rpe.min_spend, rpe.max_points, rpe.policy
+           0, 0, 0, 0, 0, 0
     from reward_events e
-    left join (select rp.id, rp.idx, tn.tidx, rp.{rate}, rp.min_spend, rp.max_points, rp.policy
-               from rp join tn on tn.id = rp.tenant_id) rpe
-         on rpe.id = e.rule_version_id
+    left join rpe on rpe.id = e.rule_version_id
     {w_join.format('e')}
     where e.transaction_id is not null {('and e.transaction_id' + sub) if sub else ''}
     union all
-    select l.source_transaction_id, 0, null, null, false, {w_tidx}, null, 0, 0, 0, 0, null,
+    select l.source_transaction_id, null, null, false, {w_tidx.format('l')}, null, 0, 0, 0, 0, null,
            case when l.entry_type = 'credit' then 1 else 0 end,
            case when l.entry_type = 'credit' then l.points else 0 end,
            case when l.entry_type = 'debit' and (l.description is null or l.description <> 'redemption')
                 then l.points else 0 end,
            case when l.entry_type = 'debit' and l.description = 'redemption' then l.points else 0 end,
-           case when l.description = 'void' then 1 else 0 end, 0, null, null, null, null, null
+           case when l.description = 'void' then 1 else 0 end, 0
     from wallet_ledger l
     {w_join.format('l')}
     where l.source_transaction_id is not null {('and l.source_transaction_id' + sub) if sub else ''}
     union all
-    select f.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 0,
-           f.amount_minor_units, null, null, null, null, null
+    select f.transaction_id, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 0,
+           f.amount_minor_units
     from transaction_refunds f
     where f.is_completed {('and f.transaction_id' + sub) if sub else ''}
     union all
-    select v.transaction_id, 0, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0,
-           null, null, null, null, null
+    select v.transaction_id, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0
     from transaction_details v
     where v.is_voided {('and v.transaction_id' + sub) if sub else ''}
 ),
 g as (
-    select tid, sum(n_txn) as n_txn, max(amount) as amount_minor_units, max(currency) as currency,
-           bool_or(rif) as rule_in_force, min(tidx) as min_tidx, max(tidx) as max_tidx,
-           min(rule_tidx) as min_rule_tidx, max(rule_tidx) as max_rule_tidx,
+    select tid, max(amount) as amount_minor_units, max(cidx) as cidx, bool_or(rif) as rule_in_force,
+           min(least(tidx, rule_tidx)) as min_tidx, max(greatest(tidx, rule_tidx)) as max_tidx,
            sum(n_pos) as n_pos_events, sum(n_earn) as n_earn_events, sum(earned) as earned,
            sum(redeemed) as redeemed, min(rule_idx) as rule_idx, sum(n_credits) as n_credits,
            sum(credits) as credits, sum(debits) as debits, sum(red_debits) as red_debits,
-           sum(n_void) > 0 as voided, sum(refunded) as refunded, min(rule_idx) as idx,
-           max({unit}) as {unit}, max({rate}) as {rate}, max(min_spend) as min_spend,
-           max(max_points) as max_points, max(policy) as policy
+           sum(n_void) > 0 as voided, sum(refunded) as refunded
     from x group by tid
 ),
+gp as (
+    select g.*, g.rule_idx as idx, pa.units[g.cidx] as {unit}, pa.rates[g.rule_idx] as {rate},
+           pa.mins[g.rule_idx] as min_spend, pa.maxs[g.rule_idx] as max_points, pa.pols[g.rule_idx] as policy
+    from g cross join pa
+    where g.amount_minor_units is not null
+),
 k as (
-    select g.*,
-           case when g.rule_idx is null then null
-                when g.voided then 0
-                else {d.points('greatest(g.amount_minor_units - g.refunded, 0)', rp='g', cm='g')}
+    select gp.*,
+           case when gp.rule_idx is null then null
+                when gp.voided then 0
+                else {d.points('greatest(gp.amount_minor_units - gp.refunded, 0)', rp='gp', cm='gp')}
            end as expected
-    from g
-    where g.n_txn > 0
+    from gp
 ),
 f as (
-select k.tid as transaction_id, t.tenant_id, t.user_id, k.amount_minor_units, k.currency, k.rule_in_force,
+select k.tid as transaction_id, t.tenant_id, t.user_id, k.amount_minor_units, t.currency, k.rule_in_force,
        k.n_pos_events, k.n_earn_events, k.earned, k.redeemed, k.rule_idx, k.n_credits, k.credits, k.debits,
        k.red_debits, k.refunded, k.voided, k.expected,
-       (k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx) as cross_tenant
+       k.min_tidx <> k.max_tidx as cross_tenant
 from k join transactions t on t.id = k.tid
 where (k.rule_in_force and k.n_earn_events = 0)
    or k.n_pos_events > 1 or k.n_credits > 1
    or (k.rule_idx is not null and k.expected is distinct from k.earned)
    or k.earned <> k.credits - k.debits or k.redeemed <> k.red_debits
-   or k.min_tidx <> k.max_tidx or k.min_rule_tidx <> k.min_tidx or k.max_rule_tidx <> k.min_tidx
+   or k.min_tidx <> k.max_tidx
 )
 select f.*, rp.rule_id from f left join rp on rp.idx = f.rule_idx
 """
