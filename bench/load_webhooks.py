@@ -1,0 +1,115 @@
+"""Load: the webhook receiver under N concurrent senders for a fixed time, on loopback; stops by itself.
+
+    .venv/bin/python bench/load_webhooks.py [--senders 200] [--seconds 60] [--receiver-workers 1]
+
+Reuses bench/webhooks.py's setup (a throwaway database `salesarck_bench_webhooks`, dropped at the end,
+on SALESARCK_BENCH_DATABASE_URL; a fake Square server; `salesarck webhooks serve` as its own process).
+Every request is a distinct signed Square `payment.updated` event (its own event id). Reports accepted
+events/s, p50/p95/p99/max latency of accepted requests, status counts, transport errors, and whether
+every accepted (200) event is stored (`lost` must be 0). Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+import webhooks as base  # noqa: E402  (bench/webhooks.py)
+
+from salesarck.pos.fake.server import ThreadServer, free_port, wait_for_port  # noqa: E402
+from salesarck.pos.fake.square import FakeSquare, sign_webhook  # noqa: E402
+
+
+async def load(url: str, fake: FakeSquare, senders: int, seconds: float) -> dict[str, object]:
+    templates = [fake.webhook_event("payment.updated", pid) for pid in fake.payment_ids()[:200]]
+    codes: dict[str, int] = {}
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def sender(client: httpx.AsyncClient, k: int) -> None:
+        i = 0
+        while time.perf_counter() < deadline:
+            ev = {**templates[(k * 7919 + i) % len(templates)], "event_id": str(uuid.uuid4())}
+            body = json.dumps(ev, separators=(",", ":")).encode()
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/webhooks/square", content=body, headers={
+                    "content-type": "application/json",
+                    "x-square-hmacsha256-signature": sign_webhook(base.KEY, base.NOTIFICATION_URL, body)})
+                key = str(r.status_code)
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+            except httpx.HTTPError as exc:
+                key = type(exc).__name__
+            codes[key] = codes.get(key, 0) + 1
+            i += 1
+
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(sender(client, k) for k in range(senders)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1) if latencies else 0.0
+
+    return {"elapsed_s": round(elapsed, 1), "accepted": len(latencies),
+            "accepted_per_s": round(len(latencies) / elapsed, 1), "codes": codes,
+            "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--senders", type=int, default=200, help="concurrent HTTP senders")
+    ap.add_argument("--seconds", type=float, default=60.0, help="how long to send")
+    ap.add_argument("--receiver-workers", type=int, default=1, help="uvicorn worker processes of the receiver")
+    args = ap.parse_args()
+    if not 1 <= args.senders <= 1000 or not 1 <= args.seconds <= 600:
+        ap.error("senders must be 1-1000 and seconds 1-600")
+    server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    fake = FakeSquare(seed=11, payments=500, days=20)
+    results: dict[str, object] = {"senders": args.senders, "seconds": args.seconds,
+                                  "receiver_workers": args.receiver_workers, "cpus": os.cpu_count()}
+    with ThreadServer(fake.app) as sq:
+        engine, _, db_url = base.setup(server, fake, sq.base_url)
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": db_url, "SQUARE_WEBHOOK_SIGNATURE_KEY": base.KEY,
+               "SQUARE_WEBHOOK_NOTIFICATION_URL": base.NOTIFICATION_URL, "SALESARCK_LOG_LEVEL": "WARNING",
+               "SALESARCK_HOME": str(ROOT / ".salesarck" / "bench-home")}
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; from salesarck.cli import main; main(sys.argv[1:])",
+                                 "webhooks", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 "--workers", str(args.receiver_workers)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, proc=proc, timeout=120)
+            results.update(asyncio.run(load(f"http://127.0.0.1:{port}", fake, args.senders, args.seconds)))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        stored = base.count(engine, "select count(*) from pos_webhook_events_raw")
+        results["stored"] = stored
+        results["lost"] = max(0, int(str(results["accepted"])) - stored)
+        results["load_average_1m"] = os.getloadavg()[0]
+    engine.dispose()
+    with psycopg.connect(base._admin_url(server), autocommit=True) as c:
+        c.execute(f'drop database if exists "{base.DB_NAME}" with (force)')
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
