@@ -89,3 +89,20 @@ def test_every_command_and_option_has_help() -> None:
 def test_unknown_command_is_usage_error() -> None:
     out = run(["no-such-command"])
     assert out.returncode == 2 and "No such command" in out.stderr
+
+
+def test_readme_names_every_command() -> None:
+    """The README's command table names every command: `salesarck TOP` and each subcommand in a TOP row."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `salesarck ")]
+    missing = []
+    for path, cmd in _walk(cli):
+        if isinstance(cmd, click.Group) and cmd.commands:
+            continue
+        top, _, rest = path.partition(" ")
+        top_rows = [r for r in rows if f"salesarck {top}" in r]
+        if not top_rows or (rest and not any(rest.split()[-1] in r for r in top_rows)):
+            missing.append(path)
+    assert missing == []
