@@ -92,3 +92,42 @@ def test_eight_processors_on_one_backlog_no_deadlock(engine: Engine) -> None:
                                 ).scalar() == 0
             assert conn.execute(sa.text("select count(*) from transactions")).scalar() == 12
             check_invariants(conn)
+
+
+def test_eight_parallel_syncs_over_the_same_connections(engine: Engine) -> None:
+    from salesarck.pos.sync import sync_connection
+    from salesarck.pos.sync_runs import SyncAlreadyRunning
+    from salesarck.reconcile import reconcile
+
+    with provider_env(engine, receiver=False, square_payments=60, clover_payments=40) as env:
+        conns = [env.square_connection, env.clover_connection]
+        start = threading.Barrier(8)
+        outcomes: list[str] = []
+
+        def run(k: int) -> None:
+            start.wait()
+            for cid in (conns if k % 2 else list(reversed(conns))):
+                try:
+                    res = sync_connection(engine, cid, actor=None, settings=env.settings)
+                    outcomes.append("ok" if res.ok else f"failed: {res}")
+                except SyncAlreadyRunning:
+                    outcomes.append("busy")
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.append(f"error: {type(exc).__name__}: {exc}"[:300])
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(run, range(8)))
+        assert [o for o in outcomes if o not in ("ok", "busy")] == []
+        assert "ok" in outcomes
+        for cid in conns:  # a final sync of each connection completes
+            assert sync_connection(engine, cid, actor=None, settings=env.settings).ok
+        with engine.connect() as conn:
+            dup = conn.execute(sa.text("select count(*) from (select transaction_id from reward_events "
+                                       "where points_earned > 0 group by 1 having count(*) > 1) d")).scalar()
+            running = conn.execute(sa.text("select count(*) from sync_runs where status = 'running'")).scalar()
+            square_tx = conn.execute(sa.text("select count(*) from transactions where provider = 'square'")).scalar()
+            check_invariants(conn)
+        assert dup == 0 and running == 0
+        assert square_tx == len(env.square.payment_ids(status="COMPLETED"))
+        report = reconcile(engine)
+        assert report.drift.empty and report.findings.empty
