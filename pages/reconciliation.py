@@ -94,7 +94,7 @@ with friendly():
         if d.empty:
             empty_state("No drift for these filters: every snapshot equals its ledger balance.")
         else:
-            st.plotly_chart(charts.drift_histogram(d.rename(columns={"drift_points": "drift"})), width="stretch")
+            st.plotly_chart(charts.drift_histogram(d), width="stretch")
             st.dataframe(d[["wallet_id", "tenant_id", "snapshot_points", "ledger_points", "drift_points",
                             "explanation_code", "explanation"]], hide_index=True, width="stretch",
                          column_config={"explanation": st.column_config.TextColumn("Why", width="large")})

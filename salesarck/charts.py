@@ -225,9 +225,9 @@ def drift_trend_chart(runs: pd.DataFrame, *, tz: str = "UTC") -> go.Figure:
 
 
 def drift_histogram(drift: pd.DataFrame) -> go.Figure:
-    """Distribution of drift (snapshot - ledger) over drifted wallets."""
+    """Distribution of drift over drifted wallets: the report's `drift` frame (`drift_points` = snapshot - ledger)."""
     title = "Drift per wallet (snapshot - ledger)"
-    if drift.empty or "drift" not in drift:
+    if drift.empty or "drift_points" not in drift:
         return empty_figure(title, "No drift: every snapshot equals its ledger balance.")
-    fig = go.Figure(go.Histogram(x=drift["drift"], marker_color=COLORS["drift"], nbinsx=50))
+    fig = go.Figure(go.Histogram(x=drift["drift_points"], marker_color=COLORS["drift"], nbinsx=50))
     return _layout(fig, title, "Drift (points)", "Wallets (count)")
