@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,13 @@ from salesarck.db.engine import make_engine
 from salesarck.pos.fake.server import ThreadServer
 from salesarck.pos.fake.square import FakeSquare
 from salesarck.pos.sync import sync_connection
+from salesarck.pos.webhooks import processor
+from salesarck.pos.webhooks.fetch import ProviderFetcher
+from salesarck.timeutil import utcnow
 from tests.conftest import Databases
+from tests.test_reliability_kill import _backlog, _timeless
 from tests.test_sync_support import build_world, db_state, fast_client_factory
+from tests.webhook_support import provider_env, state
 
 
 def _forget_server(home: Path) -> None:
@@ -103,3 +108,66 @@ def test_postgres_restart_mid_sync_then_next_sync_completes(databases: Databases
             assert db_state(engine) == reference
         finally:
             engine.dispose()
+
+
+@pytest.mark.slow
+def test_postgres_restart_mid_webhook_processing_then_next_run_completes(databases: Databases,
+                                                                         pg_home: Path) -> None:
+    ref = make_engine(databases.clone())
+    try:
+        with provider_env(ref, receiver=False, square_payments=30, clover_payments=2) as env:
+            n = _backlog(env, 20)
+            fetcher = ProviderFetcher(ref, env.settings)
+            try:
+                assert processor.process_pending(ref, fetcher=fetcher, batch_size=3).processed == n
+            finally:
+                fetcher.close()
+            reference = _timeless(state(ref))
+    finally:
+        ref.dispose()
+    engine = make_engine(embedded_url(pg_home))
+    migrate.upgrade(engine)
+    with provider_env(engine, receiver=False, square_payments=30, clover_payments=2) as env:
+        assert _backlog(env, 20) == n
+        gate = env.square.gate("/v2/", after=6)  # enrichment requests of a later batch
+        outcome: list[object] = []
+
+        def run() -> None:
+            f = ProviderFetcher(engine, env.settings)
+            try:
+                outcome.append(processor.process_pending(engine, fetcher=f, batch_size=3))
+            except Exception as exc:  # noqa: BLE001
+                outcome.append(exc)
+            finally:
+                f.close()
+
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            assert gate.reached.wait(60)
+            assert stop_embedded(pg_home)
+        finally:
+            gate.release()
+            env.square.faults.gates.remove(gate)
+        t.join(120)
+        assert not t.is_alive() and outcome
+        engine.dispose()
+        _forget_server(pg_home)
+        embedded_url(pg_home)  # restarted
+        with engine.connect() as conn:
+            done = conn.execute(sa.text("select count(*) from pos_webhook_events_raw where processed")).scalar()
+            half = conn.execute(sa.text(
+                "select count(*) from transactions x where x.user_id is not null and not exists"
+                " (select 1 from reward_events e where e.transaction_id = x.id)")).scalar()
+        assert 0 < (done or 0) < n and half == 0  # whole batches committed, the interrupted one not at all
+        fetcher = ProviderFetcher(engine, env.settings)
+        try:
+            later = processor.process_pending(engine, fetcher=fetcher, batch_size=3, now=utcnow() + timedelta(hours=2))
+        finally:
+            fetcher.close()
+        assert later.failed == 0
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from pos_webhook_events_raw where not processed")
+                                ).scalar() == 0
+        assert _timeless(state(engine)) == reference
+    engine.dispose()
