@@ -20,7 +20,7 @@ from salesarck.pos.fake.clover import FakeClover
 from salesarck.pos.fake.server import ThreadServer
 from salesarck.pos.http import ProviderHTTPError, RetryPolicy
 from salesarck.pos.sync import sync_connection
-from salesarck.timeutil import utcnow
+from salesarck.timeutil import iso_utc, utcnow
 from salesarck.worker import set_connection_options
 from tests.webhook_support import provider_env
 
@@ -187,3 +187,17 @@ def test_no_token_reaches_logs_or_reprs(engine: Engine, caplog: pytest.LogCaptur
         new_access = env.clover.access_token_for(env.clover.merchant_id)
         for secret in (old_access, old_refresh, new_access, *env.clover.refresh_tokens):
             assert secret not in caplog.text and secret not in shown
+
+
+def test_last_synced_at_is_the_end_of_the_window_read(engine: Engine) -> None:
+    """Clover polls from last_synced_at: it must be where the read window ended, not when the run finished,
+    or a payment modified in between is skipped when the lookback is 0."""
+    with provider_env(engine, receiver=False, clover_payments=10) as env:
+        result = sync_connection(engine, env.clover_connection, actor=None, settings=env.settings)
+        assert result.ok, result.error
+        with engine.connect() as conn:
+            synced = conn.execute(sa.text("select last_synced_at from pos_connections where id = :i"),
+                                  {"i": env.clover_connection}).scalar_one()
+            extra = conn.execute(sa.text("select summary from sync_runs where id = :r"),
+                                 {"r": result.run_id}).scalar_one()
+        assert iso_utc(synced) == extra["window_end"]

@@ -196,7 +196,8 @@ def sync_clover(ctx: SyncContext) -> SyncOutcome:
                     break
                 offset += len(payments)
         return SyncOutcome(end, None, {"window_start": iso_utc(start), "window_end": iso_utc(end),
-                                       "token_refreshes": session.refreshed, "api_calls": session.client.calls})
+                                       "token_refreshes": session.refreshed, "api_calls": session.client.calls},
+                           synced_through=end)
     finally:
         session.close()
 

@@ -104,6 +104,8 @@ class SyncOutcome:
     watermark_after: datetime | None
     finalize: Callable[[Connection], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # what `last_synced_at` becomes: the end of the window read (Clover polls from it), else the finish time
+    synced_through: datetime | None = None
 
 
 ProviderSync = Callable[[SyncContext], SyncOutcome]
@@ -174,8 +176,9 @@ def sync_connection(
             lease.checkpoint(conn)
             if outcome.finalize is not None:
                 outcome.finalize(conn)
-            conn.execute(sa.text("update pos_connections set last_synced_at = now() at time zone 'utc' "
-                                 "where id = :i"), {"i": connection_id})
+            conn.execute(sa.text("update pos_connections set last_synced_at = "
+                                 "coalesce(:t, now() at time zone 'utc') where id = :i"),
+                         {"i": connection_id, "t": outcome.synced_through})
             if conns.get_connection(conn, connection_id, for_update=True).status == "error":
                 conns.set_status(conn, connection_id, "active", reason="a sync succeeded again")
             result = lease.finish(ok=True, watermark_after=outcome.watermark_after, conn=conn,
