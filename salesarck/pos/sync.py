@@ -229,7 +229,7 @@ def _square_key(merchant_id: str, payment_id: str) -> str:
     return f"square:{merchant_id}:{payment_id}"
 
 
-class _SquareSession:
+class SquareSession:
     """A Square client for one connection that refreshes its token once on ACCESS_TOKEN_EXPIRED."""
 
     def __init__(self, ctx: SyncContext) -> None:
@@ -305,14 +305,14 @@ class _SquareSession:
 
 def sync_square(ctx: SyncContext) -> SyncOutcome:
     """The Square polling sync (see the module docstring)."""
-    session = _SquareSession(ctx)
+    session = SquareSession(ctx)
     try:
         return _sync_square(ctx, session)
     finally:
         session.close()
 
 
-def _sync_square(ctx: SyncContext, session: _SquareSession) -> SyncOutcome:
+def _sync_square(ctx: SyncContext, session: SquareSession) -> SyncOutcome:
     conn_info = ctx.connection
     old_wm = conn_info.watermark_at
     begin = ctx.window_start(old_wm)
@@ -376,7 +376,7 @@ def _sync_square(ctx: SyncContext, session: _SquareSession) -> SyncOutcome:
 
 
 @dataclass
-class _EnrichCache:
+class EnrichCache:
     customers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     refunds: dict[str, RefundRecord] = field(default_factory=dict)
 
@@ -404,7 +404,7 @@ def _is_applied(snapshot: Any, rec: PaymentRecord) -> bool:
     return rec.updated_at == stored_at and (snapshot.get("version") == rec.version or rec.version is None)
 
 
-def _fetch_pages(ctx: SyncContext, session: _SquareSession, location_ids: list[str], begin: datetime,
+def _fetch_pages(ctx: SyncContext, session: SquareSession, location_ids: list[str], begin: datetime,
                  out: queue.Queue[tuple[Any, ...]], stop: threading.Event) -> None:
     """Producer: page every location, map and enrich each page, hand it over (or the error)."""
 
@@ -417,7 +417,7 @@ def _fetch_pages(ctx: SyncContext, session: _SquareSession, location_ids: list[s
                 continue
         return False
 
-    cache = _EnrichCache()
+    cache = EnrichCache()
     try:
         for location_id in location_ids:
             cursor: str | None = None
@@ -439,8 +439,8 @@ def _fetch_pages(ctx: SyncContext, session: _SquareSession, location_ids: list[s
         put(("error", exc))
 
 
-def prepare_square_payments(ctx: SyncContext, session: _SquareSession, raw_payments: list[Any],
-                            cache: _EnrichCache) -> tuple[list[PaymentRecord], datetime | None]:
+def prepare_square_payments(ctx: SyncContext, session: SquareSession, raw_payments: list[Any],
+                            cache: EnrichCache) -> tuple[list[PaymentRecord], datetime | None]:
     """Map one page, drop what its snapshot says is applied, enrich the rest (no writes).
     Returns the records to post and the newest `updated_at` seen (for the watermark)."""
     lease = ctx.lease
@@ -473,7 +473,7 @@ def prepare_square_payments(ctx: SyncContext, session: _SquareSession, raw_payme
             lease.count(duplicates=1)
         else:
             fresh.append((rec, snap if isinstance(snap, dict) else None))
-    return (_enrich(ctx, session, fresh, cache) if fresh else []), newest
+    return (enrich_square_records(ctx, session, fresh, cache) if fresh else []), newest
 
 
 def commit_square_batch(ctx: SyncContext, records: list[PaymentRecord]) -> None:
@@ -527,8 +527,8 @@ def store_square_snapshots(conn: Connection, tenant_id: uuid.UUID, merchant: str
     ), {"t": tenant_id, "h": SQUARE_SYNC_HANDLER, "ttl": SNAPSHOT_TTL.days, "keys": keys, "snaps": snaps})
 
 
-def _enrich(ctx: SyncContext, session: _SquareSession, items: Sequence[tuple[Any, ...]],
-            cache: _EnrichCache) -> list[PaymentRecord]:
+def enrich_square_records(ctx: SyncContext, session: SquareSession, items: Sequence[tuple[Any, ...]],
+                          cache: EnrichCache) -> list[PaymentRecord]:
     """Line items (orders batch-retrieve), customer email/phone (customers), exact refunds (refunds).
     `items` are `(record, snapshot or None)` pairs (a leading raw object is accepted and ignored)."""
     fresh: list[tuple[PaymentRecord, dict[str, Any] | None]] = [(it[-2], it[-1]) for it in items]
@@ -605,7 +605,6 @@ def _money(value: Any) -> int | None:
     return amount if isinstance(amount, int) and not isinstance(amount, bool) and 0 <= amount <= 2**31 - 1 else None
 
 
-_store_snapshots = store_square_snapshots  # the name the webhook processor imports
 register_provider("square", sync_square)
 
 

@@ -96,7 +96,7 @@ class ProviderFetcher:
             raise
 
     def _square_session(self, merchant_id: str) -> Any:
-        from salesarck.pos.sync import SyncContext, _SquareSession
+        from salesarck.pos.sync import SquareSession, SyncContext
 
         session = self._square.get(merchant_id)
         if session is None:
@@ -105,7 +105,7 @@ class ProviderFetcher:
             ctx = SyncContext(self.engine, collector, info, self.settings, None, None,  # type: ignore[arg-type]
                               self.client_factory)
             try:
-                session = _SquareSession(ctx)
+                session = SquareSession(ctx)
             except ConnectionAuthError as exc:
                 self._auth_failed(info, exc)
                 raise
@@ -139,18 +139,18 @@ class ProviderFetcher:
                       items: list[tuple[dict[str, Any], PaymentRecord]]) -> dict[str, PaymentRecord | str]:
         """The sync's enrichment of a merchant's payments in one go (one orders batch, cached customers
         and refunds): payment id -> enriched record, or the reason it could not be enriched."""
-        from salesarck.pos.sync import _enrich, _EnrichCache
+        from salesarck.pos.sync import EnrichCache, enrich_square_records
 
         session = self._square_session(merchant_id)
         ctx, collector = self._square_ctx[merchant_id]
-        cache = self._square_ctx.setdefault(("cache", merchant_id), _EnrichCache())
+        cache = self._square_ctx.setdefault(("cache", merchant_id), EnrichCache())
         out: dict[str, PaymentRecord | str] = {}
         for start in range(0, len(items), 100):  # orders batch-retrieve takes 100 ids
             chunk = items[start:start + 100]
             collector.reasons.clear()
             collector.ids.clear()
             try:
-                enriched = _enrich(ctx, session, [(raw, rec, None) for raw, rec in chunk], cache)
+                enriched = enrich_square_records(ctx, session, [(raw, rec, None) for raw, rec in chunk], cache)
             except ConnectionAuthError as exc:
                 self._auth_failed(ctx.connection, exc)
                 raise

@@ -265,14 +265,14 @@ def _enrich_square(works: list[_Work], fetcher: Fetcher) -> None:
 def _store_square_snapshots(conn: Connection, tenant_id: uuid.UUID, works: list[_Work]) -> None:
     """Record the applied provider state in `idempotency_keys` as the sync does, so the next poll
     skips these payments cheaply (only for enriched records: the poll would post exactly these)."""
-    from salesarck.pos.sync import _store_snapshots
+    from salesarck.pos.sync import store_square_snapshots
 
     by_merchant: dict[str, list[PaymentRecord]] = defaultdict(list)
     for w in works:
         if w.to_enrich is not None:
             by_merchant[w.to_enrich[0]].extend(w.payments)
     for merchant, records in by_merchant.items():
-        _store_snapshots(conn, tenant_id, merchant, records)
+        store_square_snapshots(conn, tenant_id, merchant, records)
 
 
 # --- posting ------------------------------------------------------------------------------------
