@@ -212,12 +212,18 @@ select 'total', null, null, null, count(*), sum(n), null, null, null from j
 """
 
 
-def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False) -> str:
+MAX_RULE_ARRAY = 256  # rule versions up to which PostgreSQL looks params up in arrays (see below)
+
+
+def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False, rule_arrays: bool = True) -> str:
     """Per-transaction reward events vs ledger vs rule, in ONE grouped pass: the transaction row,
     its events, ledger entries, completed refunds and void marker are stacked (UNION ALL, each joined
     only to tiny tables) and grouped by transaction id, so no two large tables are hash-joined.
     With `cross_tenant`, each row also carries its tenant as a small integer (the wallet's for
     entries and events, the rule's for events): a transaction whose rows disagree is flagged.
+    With `rule_arrays`, the rule's params are read after grouping from one-row arrays indexed by
+    the rule's number (O(1) in DuckDB; in PostgreSQL a walk over the variable-length elements, so
+    callers pass it only for a bounded number of rule versions); otherwise they ride in the pass.
     Returns flagged transactions only."""
     sub = ""
     if scope.tenants is not None or scope.transactions is not None:
@@ -230,9 +236,29 @@ def transaction_sql(d: Dialect, scope: Scope, *, cross_tenant: bool = False) -> 
     w_tidx = "wtn{}.tidx" if cross_tenant else "cast(null as bigint)"
     duck = d.name == "duckdb"
     unit, rate = ("d", "rate_e10") if duck else ("scale", "rate")
-    # The grouped pass carries only integers (PostgreSQL keeps ~16 bytes of state per aggregate per
-    # group, so each one costs at 9M groups): rule and currency as small indexes into one-row arrays
-    # (`pa`) read after grouping; every tenant index (the transaction's, its wallets', its rules')
+    num = "decimal(38, 10)" if duck else "numeric"
+    big = "hugeint" if duck else "numeric"
+    if rule_arrays:
+        pa_rules = "".join(f",\n           (select array_agg({c} order by idx) from rp) as {n}" for c, n in (
+            (rate, "rates"), ("min_spend", "mins"), ("max_points", "maxs"), ("policy", "pols")))
+        gp_rules = (f", pa.rates[g.rule_idx] as {rate}, pa.mins[g.rule_idx] as min_spend,"
+                    " pa.maxs[g.rule_idx] as max_points, pa.pols[g.rule_idx] as policy")
+        rpe_params = carry_t = carry_e = carry_0 = carry_agg = ""
+    else:
+        pa_rules = gp_rules = ""
+        rpe_params = f", rp.{rate}, rp.min_spend, rp.max_points, rp.policy"
+        carry_t = (f", cast(null as {big}) as {rate}, cast(null as {num}) as min_spend,"
+                   f" cast(null as {big}) as max_points, cast(null as varchar) as policy")
+        carry_e = f", rpe.{rate}, rpe.min_spend, rpe.max_points, rpe.policy"
+        carry_0 = ", null, null, null, null"
+        carry_agg = (f", max({rate}) as {rate}, max(min_spend) as min_spend, max(max_points) as max_points,"
+                     " max(policy) as policy")
+    # The grouped pass carries few aggregates (PostgreSQL keeps ~16 bytes of state per aggregate per
+    # group, so each one costs at 9M groups; the numeric max() states of carried rule params cost
+    # most: 598 vs 344 MB at 924k groups): the currency as a small index into a one-row array (`pa`,
+    # bounded by the currency table) read after grouping, the rule's params too with `rule_arrays`
+    # (a join after grouping instead risks hashing the aggregate on its row misestimate); every
+    # tenant index (the transaction's, its wallets', its rules')
     # in one min/max pair, since they agree iff min = max; the transaction row is the one with an
     # amount (NOT NULL in the schema).
     return f"""
@@ -245,19 +271,16 @@ first_rule as (select tenant_id, min(effective_from) as first_at from reward_rul
 cm as (select code, row_number() over (order by code) as cidx, {d.currency_scale('exponent')}
        from currency_minor_units),
 pa as (
-    select (select array_agg({rate} order by idx) from rp) as rates,
-           (select array_agg(min_spend order by idx) from rp) as mins,
-           (select array_agg(max_points order by idx) from rp) as maxs,
-           (select array_agg(policy order by idx) from rp) as pols,
-           (select array_agg({unit} order by cidx) from cm) as units
+    select (select array_agg({unit} order by cidx) from cm) as units{pa_rules}
 ),
-rpe as (select rp.id, rp.idx, tn.tidx from rp join {tn_q} tn on tn.id = rp.tenant_id),
+rpe as (select rp.id, rp.idx, tn.tidx{rpe_params}
+        from rp join {tn_q} tn on tn.id = rp.tenant_id),
 x as (
     select t.id as tid, t.amount_minor_units as amount, cm.cidx,
            (t.user_id is not null and fr.first_at is not null and t.transaction_at >= fr.first_at) as rif,
            tn.tidx as tidx, cast(null as bigint) as rule_tidx,
            0 as n_pos, 0 as n_earn, 0 as earned, 0 as redeemed, cast(null as bigint) as rule_idx,
-           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded
+           0 as n_credits, 0 as credits, 0 as debits, 0 as red_debits, 0 as n_void, 0 as refunded{carry_t}
     from transactions t
     join {tn_q} tn on tn.id = t.tenant_id
     left join first_rule fr on fr.tenant_id = t.tenant_id
@@ -268,7 +291,7 @@ x as (
            case when e.points_earned > 0 then 1 else 0 end,
            case when coalesce(e.points_redeemed, 0) = 0 then 1 else 0 end,
            coalesce(e.points_earned, 0), coalesce(e.points_redeemed, 0), rpe.idx,
-           0, 0, 0, 0, 0, 0
+           0, 0, 0, 0, 0, 0{carry_e}
     from reward_events e
     left join rpe on rpe.id = e.rule_version_id
     {w_join.format('e')}
@@ -280,17 +303,17 @@ x as (
            case when l.entry_type = 'debit' and (l.description is null or l.description <> 'redemption')
                 then l.points else 0 end,
            case when l.entry_type = 'debit' and l.description = 'redemption' then l.points else 0 end,
-           case when l.description = 'void' then 1 else 0 end, 0
+           case when l.description = 'void' then 1 else 0 end, 0{carry_0}
     from wallet_ledger l
     {w_join.format('l')}
     where l.source_transaction_id is not null {('and l.source_transaction_id' + sub) if sub else ''}
     union all
     select f.transaction_id, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 0,
-           f.amount_minor_units
+           f.amount_minor_units{carry_0}
     from transaction_refunds f
     where f.is_completed {('and f.transaction_id' + sub) if sub else ''}
     union all
-    select v.transaction_id, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0
+    select v.transaction_id, null, null, false, null, null, 0, 0, 0, 0, null, 0, 0, 0, 0, 1, 0{carry_0}
     from transaction_details v
     where v.is_voided {('and v.transaction_id' + sub) if sub else ''}
 ),
@@ -300,12 +323,11 @@ g as (
            sum(n_pos) as n_pos_events, sum(n_earn) as n_earn_events, sum(earned) as earned,
            sum(redeemed) as redeemed, min(rule_idx) as rule_idx, sum(n_credits) as n_credits,
            sum(credits) as credits, sum(debits) as debits, sum(red_debits) as red_debits,
-           sum(n_void) > 0 as voided, sum(refunded) as refunded
+           sum(n_void) > 0 as voided, sum(refunded) as refunded{carry_agg}
     from x group by tid
 ),
 gp as (
-    select g.*, g.rule_idx as idx, pa.units[g.cidx] as {unit}, pa.rates[g.rule_idx] as {rate},
-           pa.mins[g.rule_idx] as min_spend, pa.maxs[g.rule_idx] as max_points, pa.pols[g.rule_idx] as policy
+    select g.*, g.rule_idx as idx, pa.units[g.cidx] as {unit}{gp_rules}
     from g cross join pa
     where g.amount_minor_units is not null
 ),

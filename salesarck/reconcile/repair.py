@@ -304,9 +304,9 @@ def repair_missing_accruals(engine: Engine | Connection, *, actor: Actor, transa
     with _begin(engine) as conn:
         if ids is None:
             from salesarck.reconcile import checks as C
-            from salesarck.reconcile.engine_postgres import fetch
+            from salesarck.reconcile.engine_postgres import fetch, transaction_sql
 
-            rows = fetch(conn, C.transaction_sql(C.POSTGRES, C.Scope(tenants=(tenant,) if tenant else None)))
+            rows = fetch(conn, transaction_sql(conn, C.Scope(tenants=(tenant,) if tenant else None)))
             ids = [r["transaction_id"] for r in rows if r["rule_in_force"] and int(r["n_earn_events"]) == 0]
         for tid in ids:
             points = accrue(conn, tid)
