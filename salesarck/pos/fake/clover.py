@@ -283,14 +283,7 @@ class FakeClover:
             path = request.url.path
             self.stats["requests"] += 1
             f = self.faults
-            for g in list(f.gates):
-                if path.startswith(g.path_prefix) and (g.method is None or g.method == request.method):
-                    g.seen += 1
-                    if g.seen > g.after and not g.released.is_set():
-                        g.reached.set()
-                        deadline = time.monotonic() + 120
-                        while not g.released.is_set() and time.monotonic() < deadline:
-                            await asyncio.sleep(0.01)
+            await f.hold_at_gates(path, request.method)
             if path.startswith(f.fault_path_prefix):
                 if f.rate_limited > 0:
                     f.rate_limited -= 1

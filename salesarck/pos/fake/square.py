@@ -103,6 +103,17 @@ class Faults:
     repeat_cursor: bool = False  # hand back the request's own cursor (a buggy server) to test the hard stop
     gates: list[Gate] = field(default_factory=list)
 
+    async def hold_at_gates(self, path: str, method: str) -> None:
+        """Hold a request at every matching gate past its `after` count until the test releases it (<= 120 s)."""
+        for g in list(self.gates):
+            if path.startswith(g.path_prefix) and (g.method is None or g.method == method):
+                g.seen += 1
+                if g.seen > g.after and not g.released.is_set():
+                    g.reached.set()
+                    deadline = time.monotonic() + 120
+                    while not g.released.is_set() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.01)
+
 
 class FakeSquare:
     """State and behaviour of one fake Square seller; `.app` is the ASGI app."""
@@ -372,14 +383,7 @@ class FakeSquare:
             path = request.url.path
             self.stats["requests"] += 1
             f = self.faults
-            for g in list(f.gates):
-                if path.startswith(g.path_prefix) and (g.method is None or g.method == request.method):
-                    g.seen += 1
-                    if g.seen > g.after and not g.released.is_set():
-                        g.reached.set()
-                        deadline = time.monotonic() + 120
-                        while not g.released.is_set() and time.monotonic() < deadline:
-                            await asyncio.sleep(0.01)
+            await f.hold_at_gates(path, request.method)
             if f.delay_seconds:
                 await asyncio.sleep(f.delay_seconds)
             if path.startswith(f.fault_path_prefix):
