@@ -106,8 +106,9 @@ def check_limit(limit: int | None) -> int | None:
     """A positive row limit, or None for no limit."""
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValidationError("limit must be a positive integer, or None to read every row")
+    # capped far below bigint: the query asks for limit + 1 rows, which must not overflow
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10**15:
+        raise ValidationError("limit must be a positive integer up to 10^15, or None to read every row")
     return limit
 
 
