@@ -48,8 +48,8 @@ def _config(text: str) -> dict[str, Any]:
         raise ValidationError("--config is too large")
     try:
         raw = json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise ValidationError(f"--config is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: thousands of nested brackets
+        raise ValidationError(f"--config is not valid JSON: {str(exc)[:120]}") from None
     if not isinstance(raw, dict):
         raise ValidationError("--config must be a JSON object")
     return raw
