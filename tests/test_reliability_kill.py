@@ -56,12 +56,15 @@ def _kill_loop(args: list[str], env: dict[str, str], duration: float | None, see
     rnd = random.Random(seed)
     outcome = {"killed": 0, "finished": 0}
     startup = _timed_run(["--version"], env)  # imports: a kill before this tests nothing
-    for _ in range(KILLS):
+    attempts = 0
+    limit = KILLS if duration is None else 2 * KILLS  # a finished one-transaction run is retried
+    while outcome["killed"] < KILLS and attempts < limit:
+        attempts += 1
         proc = _child(args, env)
         if duration is None:
             time.sleep(startup + rnd.uniform(0.0, window))
         else:
-            time.sleep(rnd.uniform(min(startup, 0.8 * duration), duration))
+            time.sleep(rnd.uniform(min(startup, 0.6 * duration), 0.9 * duration))
         if proc.poll() is None:
             proc.kill()
             outcome["killed"] += 1
