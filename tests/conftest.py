@@ -14,11 +14,17 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import URL, Engine
 
 from salesarck.config import normalize_database_url
 from salesarck.db import migrate
 from salesarck.db.engine import make_engine
+
+# CI replays the same examples every run (a red CI must be reproducible); locally hypothesis explores
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TAG = uuid.uuid4().hex[:8]
