@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pyarrow as pa
 
 from salesarck.errors import ValidationError
 from salesarck.reconcile import checks as C
-from salesarck.reconcile.engine_postgres import plan
+from salesarck.reconcile.engine_postgres import run_plan
 
 Progress = Callable[[str, int, int], None] | None
 
@@ -108,29 +107,6 @@ def fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 def run_checks(con: duckdb.DuckDBPyConnection, checks: tuple[str, ...], scope: C.Scope, *,
                timings: dict[str, float], progress: Progress = None
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
-    steps = plan(checks)
-    drift: list[dict[str, Any]] = []
-    findings: list[dict[str, Any]] = []
-    totals = {"wallets_checked": 0, "ledger_entries": 0}
-    for i, step in enumerate(steps):
-        if progress:
-            progress(step, i, len(steps))
-        t0 = time.perf_counter()
-        if step == "wallets":
-            d, f, totals = C.wallet_findings(fetch(con, C.wallet_sql(
-                C.DUCKDB, scope, redemptions="reward_ledger_mismatch" in checks)), checks)
-            drift += d
-            findings += f
-        elif step == "transactions":
-            cross = "cross_tenant" in checks
-            rows = fetch(con, C.transaction_sql(C.DUCKDB, scope, cross_tenant=cross))
-            findings += C.transaction_findings(rows, checks)
-            flagged = [r["transaction_id"] for r in rows if cross and r["cross_tenant"]]
-            if flagged:
-                findings += C.cross_tenant_findings(fetch(con, C.cross_tenant_sql(C.DUCKDB, scope, flagged)))
-        elif step == "frozen_wallet_activity":
-            findings += C.frozen_findings(fetch(con, C.frozen_sql(C.DUCKDB, scope)))
-        timings[step] = time.perf_counter() - t0
-    if progress:
-        progress("checks", len(steps), len(steps))
-    return drift, findings, totals
+    return run_plan(lambda sql: fetch(con, sql), C.DUCKDB,
+                    lambda cross: C.transaction_sql(C.DUCKDB, scope, cross_tenant=cross),
+                    checks, scope, timings=timings, progress=progress)

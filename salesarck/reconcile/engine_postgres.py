@@ -30,6 +30,17 @@ def tune(conn: Connection) -> None:
 def run_checks(conn: Connection, checks: tuple[str, ...], scope: C.Scope, *, timings: dict[str, float],
                progress: Progress = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
     """Run the selected checks on `conn` (inside the caller's transaction)."""
+    return run_plan(lambda sql: fetch(conn, sql), C.POSTGRES,
+                    lambda cross: transaction_sql(conn, scope, cross_tenant=cross),
+                    checks, scope, timings=timings, progress=progress)
+
+
+def run_plan(fetch_rows: Callable[[str], list[dict[str, Any]]], dialect: Any,
+             txn_sql: Callable[[bool], str], checks: tuple[str, ...], scope: C.Scope, *,
+             timings: dict[str, float], progress: Progress = None
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """The steps of `plan(checks)` on either backend: `fetch_rows` runs a query in `dialect`,
+    `txn_sql(cross_tenant)` gives the backend's grouped per-transaction query."""
     import time
 
     steps = plan(checks)
@@ -41,19 +52,19 @@ def run_checks(conn: Connection, checks: tuple[str, ...], scope: C.Scope, *, tim
             progress(step, i, len(steps))
         t0 = time.perf_counter()
         if step == "wallets":
-            d, f, totals = C.wallet_findings(fetch(conn, C.wallet_sql(
-                C.POSTGRES, scope, redemptions="reward_ledger_mismatch" in checks)), checks)
+            d, f, totals = C.wallet_findings(fetch_rows(C.wallet_sql(
+                dialect, scope, redemptions="reward_ledger_mismatch" in checks)), checks)
             drift += d
             findings += f
         elif step == "transactions":
             cross = "cross_tenant" in checks
-            rows = fetch(conn, transaction_sql(conn, scope, cross_tenant=cross))
+            rows = fetch_rows(txn_sql(cross))
             findings += C.transaction_findings(rows, checks)
             flagged = [r["transaction_id"] for r in rows if cross and r["cross_tenant"]]
             if flagged:
-                findings += C.cross_tenant_findings(fetch(conn, C.cross_tenant_sql(C.POSTGRES, scope, flagged)))
+                findings += C.cross_tenant_findings(fetch_rows(C.cross_tenant_sql(dialect, scope, flagged)))
         elif step == "frozen_wallet_activity":
-            findings += C.frozen_findings(fetch(conn, C.frozen_sql(C.POSTGRES, scope)))
+            findings += C.frozen_findings(fetch_rows(C.frozen_sql(dialect, scope)))
         timings[step] = time.perf_counter() - t0
     if progress:
         progress("checks", len(steps), len(steps))
