@@ -5,6 +5,7 @@ answered but 200, and the receiver stays healthy."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import uuid
@@ -54,7 +55,9 @@ def test_receiver_load_smoke_loses_nothing(engine: Engine, env: Env) -> None:
         async with httpx.AsyncClient(base_url=env.receiver_url, timeout=30, limits=limits) as client:
             await asyncio.gather(*(sender(client, k) for k in range(SENDERS)))
 
-    asyncio.run(run())
+    # its own thread: an earlier test (Playwright's sync API) may leave an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
     assert other == {}
     assert len(accepted) >= SENDERS  # the load really ran
     with engine.connect() as conn:
