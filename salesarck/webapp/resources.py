@@ -22,6 +22,7 @@ def db_key() -> str:
     settings = load_settings()
     url = settings.runtime_url
     raw = url.render_as_string(hide_password=False) if url is not None else f"embedded:{settings.home}"
+    raw += f"|role={settings.runtime_role or ''}"  # another role is another engine
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
