@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from salesarck.webapp import resources
-from tests import app_seed
 from tests.test_app_actions import (  # noqa: F401  (fixtures and tests re-collected under the role)
     square,
     test_add_connection_encrypts_tokens_and_never_shows_them,
@@ -34,7 +33,8 @@ def _as_runtime_role(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SALESARCK_RUNTIME_ROLE", ROLE)
 
 
-def test_the_app_engine_connects_as_the_runtime_role(world: app_seed.World) -> None:
+@pytest.mark.usefixtures("world")
+def test_the_app_engine_connects_as_the_runtime_role() -> None:
     engine = resources.get_engine()
     with engine.connect() as conn:
         user, owns = conn.execute(sa.text(
