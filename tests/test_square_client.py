@@ -207,16 +207,21 @@ def _weird_app() -> Starlette:
     async def clover_error(request: Request) -> Response:
         return Response(json.dumps({"message": "Unauthorized"}), status_code=401)
 
-    return Starlette(routes=[Route("/garbage", garbage), Route("/html", html_error), Route("/clover", clover_error)])
+    return Starlette(routes=[Route("/garbage", garbage, methods=["GET", "POST"]), Route("/html", html_error),
+                             Route("/clover", clover_error)])
 
 
 def test_http_helper_on_malformed_answers() -> None:
     with ThreadServer(_weird_app()) as srv, JsonHttp(srv.base_url, policy=FAST, sleep=lambda s: None) as http:
         with pytest.raises(ProviderHTTPError, match="malformed JSON"):
             http.request("GET", "/garbage")
+        assert http.retries == 3  # a GET's unreadable body is read again (cut short in transit), then reported
+        with pytest.raises(ProviderHTTPError, match="malformed JSON"):
+            http.request("POST", "/garbage")
+        assert http.retries == 3  # a POST's is not: it may have done its work
         with pytest.raises(ProviderHTTPError) as info:
             http.request("GET", "/html")
-        assert info.value.status == 502 and info.value.errors == () and http.retries == 3
+        assert info.value.status == 502 and info.value.errors == () and http.retries == 6
         with pytest.raises(ProviderHTTPError) as info:
             http.request("GET", "/clover")
         assert info.value.codes == {"ERROR"} and "Unauthorized" in str(info.value)

@@ -104,6 +104,20 @@ class TokenRateLimiter:
         self._slots.release()
 
 
+class PageRepeatError(ProviderHTTPError):
+    """Offset paging answered, for the next offset, the page it had just answered: stop hard."""
+
+
+def check_page_advanced(previous: list[dict[str, Any]] | None, page: list[dict[str, Any]]) -> None:
+    """Raise PageRepeatError when `page` repeats `previous` id for id. A server or proxy that ignores
+    `offset` answers full pages forever; real inserts between two requests shift a page by a few rows,
+    never by exactly a whole page every time."""
+    if previous and page and [p.get("id") for p in page] == [p.get("id") for p in previous]:
+        raise PageRepeatError("clover answered the same payments page again for the next offset (is `offset` "
+                              "ignored?); stopped to avoid an endless loop", status=200, method="GET",
+                              path="/v3/merchants/{mId}/payments")
+
+
 @dataclass(frozen=True)
 class CloverPaymentPage:
     payments: list[dict[str, Any]]
@@ -183,12 +197,15 @@ class CloverClient:
         """Payments modified in [start, end), window by window (<= 90 days), offset-paged."""
         for w_start, w_end in windows(start, end):
             offset = 0
+            previous: list[dict[str, Any]] | None = None
             while True:
                 elements = self.payment_page(merchant_id, w_start, w_end, offset)
+                check_page_advanced(previous, elements)
                 yield CloverPaymentPage(elements, w_start, w_end, offset)
                 if len(elements) < self.page_limit:
                     break
                 offset += len(elements)
+                previous = elements
 
     def get_payment(self, merchant_id: str, payment_id: str) -> dict[str, Any]:
         """One payment with the same expansions the sync uses (the webhook processor fetches by id)."""
@@ -201,12 +218,15 @@ class CloverClient:
         return body
 
     def refresh_access_token(self, *, client_id: str, refresh_token: SecretStr) -> OAuthTokens:
-        """POST /oauth/v2/refresh. Clover refresh tokens are single-use: store the new pair at once."""
+        """POST /oauth/v2/refresh. Clover refresh tokens are single-use: store the new pair at once.
+        A lost answer is asked once more with the same token: if the first request never arrived the
+        retry succeeds; if it did, the token is spent and the retry's 401 says re-authorize (the pair
+        the lost answer carried is unrecoverable either way)."""
         body = self._http.request(
             "POST", "/oauth/v2/refresh",
             json_body={"client_id": client_id, "refresh_token": refresh_token.get_secret_value()},
             headers={"Authorization": ""},
-            policy=RetryPolicy(max_attempts=1),  # never replay a single-use token blindly
+            policy=RetryPolicy(max_attempts=2, timeout=self._http.policy.timeout),
         )
         access = body.get("access_token") if isinstance(body, dict) else None
         new_refresh = body.get("refresh_token") if isinstance(body, dict) else None

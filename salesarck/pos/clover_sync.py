@@ -25,7 +25,7 @@ from salesarck.config import Settings, load_settings
 from salesarck.crypto import KeyRing
 from salesarck.errors import ValidationError
 from salesarck.pos import connections
-from salesarck.pos.clover import REGION_BASE_URLS, CloverClient, windows
+from salesarck.pos.clover import REGION_BASE_URLS, CloverClient, check_page_advanced, windows
 from salesarck.pos.http import ProviderHTTPError, RetryPolicy
 from salesarck.pos.mapping import map_clover_payment
 from salesarck.pos.records import PaymentRecord
@@ -51,8 +51,9 @@ def clover_base_url(engine: Engine, connection_id: uuid.UUID, settings: Settings
 @dataclass
 class CloverSession:
     """A Clover client bound to one connection, with its token handling: refresh shortly before
-    expiry and once on a 401 (rotating refresh tokens stored atomically); a refresh that fails, or a
-    401 on a legacy token without a refresh token, marks the connection `token_expired`."""
+    expiry and once on a 401 (rotating refresh tokens stored atomically); a refresh Clover refuses
+    (or a 401 on a legacy token without a refresh token) marks the connection `token_expired`, one
+    that got no answer fails the run and the next one tries again (`connections.refresh_failure`)."""
 
     engine: Engine
     connection_id: uuid.UUID
@@ -104,8 +105,8 @@ class CloverSession:
                 self.engine, self.connection_id, keyring=self.keyring, used_access_token=self.tokens.access_token,
                 refresher=refresher)
         except ProviderHTTPError as exc:
-            raise ConnectionAuthError(f"the Clover token of connection {cid} could not be refreshed: "
-                                      f"HTTP {exc.status}", to_status="token_expired", code="401") from None
+            raise connections.refresh_failure(exc, what=f"the Clover token of connection {cid} needed a refresh"
+                                              ) from None
         self.client.set_access_token(self.tokens.access_token)
         self.refreshed += 1
 
@@ -188,13 +189,16 @@ def sync_clover(ctx: SyncContext) -> SyncOutcome:
         ctx.report("payments")
         for w_start, w_end in windows(start, end):
             offset = 0
+            previous: list[dict[str, Any]] | None = None
             while True:
                 payments = session.call(partial(session.client.payment_page, info.merchant_id, w_start, w_end, offset))
+                check_page_advanced(previous, payments)  # a server ignoring `offset` would loop forever
                 _post_page(ctx, payments, currency)
                 ctx.report()
                 if len(payments) < session.client.page_limit:
                     break
                 offset += len(payments)
+                previous = payments
         return SyncOutcome(end, None, {"window_start": iso_utc(start), "window_end": iso_utc(end),
                                        "token_refreshes": session.refreshed, "api_calls": session.client.calls},
                            synced_through=end)

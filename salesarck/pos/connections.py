@@ -24,13 +24,17 @@ from sqlalchemy.exc import IntegrityError
 from salesarck import audit
 from salesarck.authz import Actor, Permission
 from salesarck.crypto import KeyRing, TokenCryptoError, token_aad, validate_token_text
-from salesarck.errors import Conflict, NotFound, ValidationError
+from salesarck.errors import Conflict, NotFound, SalesarckError, ValidationError
+from salesarck.pos.http import ProviderHTTPError
+from salesarck.pos.sync_runs import ConnectionAuthError
 from salesarck.rewards.guard import as_uuid
 from salesarck.timeutil import utcnow
 
 PROVIDERS = ("square", "clover")
 STATUSES = ("active", "disconnected", "token_expired", "error")
 REFRESH_MARGIN = timedelta(minutes=10)  # refresh this long before token_expires_at
+REAUTHORIZE = "re-authorize the merchant (salesarck connections add) to store a fresh token pair"
+REFRESH_FAILED = "REFRESH_FAILED"  # the error_code of a connection whose refresh token is dead
 _MERCHANT = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -305,6 +309,26 @@ def refresh_connection_tokens(engine: Engine, connection_id: uuid.UUID, *, keyri
         record_event(conn, connection_id=connection_id, tenant_id=row.tenant_id, event="tokens_refreshed",
                      reason="access token refreshed" + (" (refresh token rotated)" if fresh.refresh_token else ""))
         return ConnectionTokens(fresh.access_token, new_refresh, fresh.expires_at)
+
+
+def refresh_failure(exc: ProviderHTTPError, *, what: str) -> SalesarckError:
+    """What a failed token refresh ends the work with (`what` names the token, never its value).
+
+    The provider answered and refused, or answered success unreadably: the stored refresh token is
+    dead (single-use tokens are spent by a refresh whose answer was lost), so the connection needs
+    re-authorizing (ConnectionAuthError -> token_expired). No answer at all or a server error: the
+    stored token may still be good, so a plain failure that the next sync retries."""
+    status = exc.status
+    if status is not None and (status < 300 or status in (400, 401, 403)):
+        why = (f"HTTP {status}: the refresh token was refused (revoked, or already used, as by a refresh "
+               "whose answer was lost in transit)" if status >= 400 else
+               f"HTTP {status} with an unreadable answer: the refresh token is spent")
+        return ConnectionAuthError(f"{what} and the refresh failed ({why}); {REAUTHORIZE}",
+                                   to_status="token_expired", code=REFRESH_FAILED)
+    got = f"HTTP {status}" if status is not None else "no answer"
+    return ProviderHTTPError(f"{what} and the refresh failed ({got}); the stored refresh token may still be "
+                             f"good: the next sync tries again (if it keeps failing, {REAUTHORIZE})",
+                             status=status, errors=exc.errors, method=exc.method, path=exc.path)
 
 
 def rotate_keys(engine: Engine, *, actor: Actor, keyring: KeyRing) -> dict[str, int]:

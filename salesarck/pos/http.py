@@ -2,9 +2,10 @@
 
 Every call has a timeout; 408, 409, 429 and 5xx (and connection failures) are retried a bounded
 number of times, waiting `Retry-After` when the server names it, else exponential backoff with full
-jitter. Error bodies are parsed into `ApiErrorDetail`s (Square's `{"errors": [...]}`, Clover's
-`{"message": ...}`). Logs name the method and path only: never headers, query strings or bodies,
-so tokens cannot leak through them.
+jitter. A success whose body is not JSON (cut short or mangled on the way) is retried too, but
+only for idempotent requests (GET, or a read the caller marks idempotent). Error bodies are parsed
+into `ApiErrorDetail`s (Square's `{"errors": [...]}`, Clover's `{"message": ...}`). Logs name the
+method and path only: never headers, query strings or bodies, so tokens cannot leak through them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class ProviderHTTPError(SalesarckError):
     @property
     def codes(self) -> set[str]:
         return {e.code for e in self.errors}
+
+
+class UnreadableBody(ProviderHTTPError):
+    """A success status whose body is not JSON (truncated, corrupted, a proxy's page)."""
 
 
 def parse_error_body(body: bytes) -> tuple[ApiErrorDetail, ...]:
@@ -169,9 +174,12 @@ class JsonHttp:
         json_body: Any = None,
         policy: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
-        """Send, retrying transient failures; return the decoded JSON body (a dict or list)."""
+        """Send, retrying transient failures; return the decoded JSON body (a dict or list).
+        `idempotent` (default: GET) also retries a success whose body cannot be read."""
         pol = policy or self.policy
+        reread = method == "GET" if idempotent is None else idempotent
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         # a header given as "" is dropped (e.g. no bearer token on an OAuth call)
         hdrs = {k: v for k, v in {**self._headers, **(headers or {}), "Accept": "application/json"}.items() if v}
@@ -191,7 +199,14 @@ class JsonHttp:
                 self._wait(pol, attempt, None, method, path, "transport error")
                 continue
             if resp.status_code < 400:
-                return self._decode(resp, method, path)
+                try:
+                    return self._decode(resp, method, path)
+                except UnreadableBody as exc:
+                    if not reread or attempt == pol.max_attempts:
+                        raise
+                    last_exc = exc
+                    self._wait(pol, attempt, None, method, path, "unreadable body")
+                    continue
             errors = parse_error_body(resp.content)
             last_exc = ProviderHTTPError(
                 _describe(self.provider, method, path, resp.status_code, errors),
@@ -222,8 +237,8 @@ class JsonHttp:
         try:
             return resp.json()
         except (ValueError, UnicodeDecodeError):
-            raise ProviderHTTPError(f"{self.provider} {method} {path} answered malformed JSON",
-                                    status=resp.status_code, method=method, path=path) from None
+            raise UnreadableBody(f"{self.provider} {method} {path} answered malformed JSON",
+                                 status=resp.status_code, method=method, path=path) from None
 
 
 def _describe(provider: str, method: str, path: str, status: int, errors: tuple[ApiErrorDetail, ...]) -> str:

@@ -221,7 +221,7 @@ class SquareClient:
             payload: dict[str, Any] = {"order_ids": chunk}
             if location_id:
                 payload["location_id"] = location_id
-            body = self.http.request("POST", "/v2/orders/batch-retrieve", json_body=payload)
+            body = self.http.request("POST", "/v2/orders/batch-retrieve", json_body=payload, idempotent=True)
             for order in _list(body, "orders"):
                 if isinstance(order, dict) and isinstance(order.get("id"), str):
                     found[order["id"]] = order
@@ -241,13 +241,15 @@ class SquareClient:
     # --- OAuth --------------------------------------------------------------------------------
     def refresh_access_token(self, *, client_id: str, client_secret: SecretStr, refresh_token: SecretStr
                              ) -> OAuthTokens:
-        """POST /oauth2/token with grant_type=refresh_token. Not retried on transport errors: a
-        single-use refresh token may already be spent when the answer is lost."""
+        """POST /oauth2/token with grant_type=refresh_token. A lost answer is asked again with the same
+        token: if the first request never arrived, the retry succeeds; if it arrived, a single-use
+        (PKCE) token is spent and the retry's 401 says re-authorize. The pair the lost answer carried
+        is unrecoverable either way, so the retry risks nothing."""
         body = self.http.request(
             "POST", "/oauth2/token",
             json_body={"client_id": client_id, "client_secret": client_secret.get_secret_value(),
                        "grant_type": "refresh_token", "refresh_token": refresh_token.get_secret_value()},
-            policy=RetryPolicy(max_attempts=3, retry_transport_errors=False, timeout=self.http.policy.timeout),
+            policy=RetryPolicy(max_attempts=3, timeout=self.http.policy.timeout),
             headers={"Authorization": ""},
         )
         access = body.get("access_token") if isinstance(body, dict) else None

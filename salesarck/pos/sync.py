@@ -243,7 +243,7 @@ class SquareSession:
         if conns.needs_refresh(self.tokens):
             try:
                 self.refresh("the access token expires soon")
-            except ConnectionAuthError as exc:
+            except (ConnectionAuthError, ProviderHTTPError) as exc:
                 expires = self.tokens.expires_at
                 if expires is None or expires <= utcnow():
                     raise
@@ -274,9 +274,8 @@ class SquareSession:
             self.tokens = conns.refresh_connection_tokens(self.ctx.engine, cid, keyring=self.keyring,
                                                           used_access_token=self.tokens.access_token, refresher=ask)
         except ProviderHTTPError as exc:
-            raise ConnectionAuthError(f"the access token of connection {cid} expired ({why}) and the refresh "
-                                      f"failed: HTTP {exc.status}", to_status="token_expired",
-                                      code=TOKEN_EXPIRED) from None
+            raise conns.refresh_failure(exc, what=f"the Square access token of connection {cid} expired ({why})"
+                                        ) from None
         self.client.set_access_token(self.tokens.access_token)
         self.refreshed = True
         log.info("refreshed the Square token of connection %s (%s)", cid, why)

@@ -6,8 +6,8 @@ offline payments). Speaks `GET /v3/merchants/{mId}/payments` with repeated ANDed
 `modifiedTime`/`createdTime` in epoch ms (no date filter: the last 90 days; a wider window: 400),
 `expand`, `limit` (max 1000) and `offset`; `GET .../payments/{id}`; `POST /oauth/v2/refresh` with
 single-use, rotating refresh tokens. It enforces Clover's per-token limits (16 requests/s, 5 at
-once: 429) and takes the same injected faults as the fake Square server (429 with Retry-After, 500s,
-delays, gates, token expiry). `emit_webhook` POSTs a Clover notification with `X-Clover-Auth`.
+once: 429) and takes the same injected `Faults` as the fake Square server (`repeat_cursor` here:
+`offset` ignored). `emit_webhook` POSTs a Clover notification with `X-Clover-Auth`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from salesarck.pos.fake.square import Faults, Gate
+from salesarck.pos.fake.square import Faults, Gate, mangle
 
 DEFAULT_ACCESS_TOKEN = "fake-clover-access-token"  # a placeholder the fake accepts, not a real token
 DEFAULT_REFRESH_TOKEN = "fake-clover-refresh-token"
@@ -230,6 +230,20 @@ class FakeClover:
     def expire_token(self, merchant_id: str | None = None) -> None:
         self.expired_tokens.add(self.access_token_for(merchant_id or self.merchant_id))
 
+    def authorize(self, merchant_id: str | None = None) -> tuple[str, str]:
+        """The merchant authorizes the app again (OAuth code flow): a fresh (access, refresh) pair;
+        the merchant's previous tokens stop working."""
+        mid = merchant_id or self.merchant_id
+        with self._lock:
+            for table in (self.tokens, self.refresh_tokens):
+                for tok in [t for t, m in table.items() if m == mid]:
+                    del table[tok]
+            access = f"fake-clover-access-{uuid.uuid4().hex}"
+            refresh = f"fake-clover-refresh-{uuid.uuid4().hex}"
+            self.tokens[access] = mid
+            self.refresh_tokens[refresh] = mid
+            return access, refresh
+
     def gate(self, path_prefix: str, *, after: int = 0, method: str | None = None) -> Gate:
         g = Gate(path_prefix, after, method)
         self.faults.gates.append(g)
@@ -284,17 +298,22 @@ class FakeClover:
             self.stats["requests"] += 1
             f = self.faults
             await f.hold_at_gates(path, request.method)
-            if path.startswith(f.fault_path_prefix):
-                if f.rate_limited > 0:
-                    f.rate_limited -= 1
-                    hdr = {"Retry-After": f.retry_after} if f.retry_after is not None else None
-                    return clover_error(429, "Too Many Requests", hdr)
-                if f.server_errors > 0:
-                    f.server_errors -= 1
-                    return clover_error(f.server_error_status, "Internal Server Error")
+            kind = f.take(path)
+            if kind == "rate_limited":
+                hdr = {"Retry-After": f.retry_after} if f.retry_after is not None else None
+                return clover_error(429, "Too Many Requests", hdr)
+            if kind == "server_errors":
+                return clover_error(f.server_error_status, "Internal Server Error")
+            if kind == "timeouts":
+                await asyncio.sleep(f.timeout_seconds)
             if not auth:
-                return await self._call(handler, request, None)
+                response = await self._call(handler, request, None)
+                if response.status_code == 200 and f.take_lost_refresh():
+                    return mangle("dropped", response)  # rotated, and the answer never arrives
+                return response
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if kind == "expired":
+                self.expired_tokens.add(token)
             merchant = self.tokens.get(token) if scheme.lower() == "bearer" else None
             if merchant is None or token in self.expired_tokens:
                 return clover_error(401, "401 Unauthorized")
@@ -306,7 +325,8 @@ class FakeClover:
             try:
                 if f.delay_seconds:
                     await asyncio.sleep(f.delay_seconds)
-                return await self._call(handler, request, merchant)
+                response = await self._call(handler, request, merchant)
+                return mangle(kind, response) if kind else response
             finally:
                 with self._lock:
                     self._inflight[token] -= 1
@@ -365,6 +385,8 @@ class FakeClover:
         if limit > MAX_LIMIT:
             raise _BadRequest(f"limit must be at most {MAX_LIMIT}")
         offset = _int(q.get("offset"), 0, "offset", minimum=0)
+        if self.faults.repeat_cursor:
+            offset = 0  # a server (or proxy) ignoring `offset`: the first page, again and again
         expand = {e.strip() for e in q.get("expand", "").split(",") if e.strip()}
         rows = [p for p in self.payments[merchant].values()
                 if all(p[f] >= v for f, v in lo.items()) and all(p[f] < v for f, v in hi.items())]

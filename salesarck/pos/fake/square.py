@@ -3,10 +3,11 @@
 Data is deterministic for a seed (several locations, customers with emails and phones, orders with
 line items, tips, refunds, late offline payments, payments still APPROVED), with times placed before
 `anchor` (default: when the fake is built). Tests change state through `FakeSquare` methods
-(complete a payment, refund one, add a late offline payment) and inject faults (429 with
-Retry-After, 500s, slow responses, eventual-consistency delay, token expiry or revocation, a gate
-that holds a request until released). `sign_webhook`/`FakeSquare.emit_webhook` send signed
-webhooks. The official `squareup` SDK pages through it unchanged (see tests/test_square_fake.py).
+(complete a payment, refund one, add a late offline payment) and inject `Faults` (429 with
+Retry-After, 500s, timeouts, connections dropped mid-response, bodies truncated or malformed, token
+expiry or revocation, a refresh whose answer is lost, eventual-consistency delay, a gate that holds
+a request until released). `sign_webhook`/`FakeSquare.emit_webhook` send signed webhooks. The
+official `squareup` SDK pages through it unchanged (see tests/test_square_fake.py).
 """
 
 from __future__ import annotations
@@ -89,19 +90,82 @@ class Gate:
         self.released.set()
 
 
+class DroppedResponse(Response):
+    """The work is done and the headers go out, then the connection drops before the body: what a
+    client sees when a connection is reset mid-response (the answer is lost, the effect is not).
+    Returning with the body unsent makes uvicorn close the connection (it logs one error line)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+
+def mangle(kind: str, response: Response) -> Response:
+    """`response` as a faulty network or proxy delivers it (see `Faults`)."""
+    body = bytes(response.body)
+    mid = len(body) // 2
+    if kind == "dropped":
+        return DroppedResponse(body, status_code=response.status_code, media_type=response.media_type)
+    if kind == "truncated":  # framed as complete: only the JSON parser can tell
+        return Response(body[:mid], status_code=response.status_code, media_type=response.media_type)
+    if kind == "malformed":  # a NUL byte is invalid anywhere in JSON, inside strings too
+        return Response(body[:mid] + b"\x00" + body[mid:], status_code=response.status_code,
+                        media_type=response.media_type)
+    return response
+
+
+FAULT_KINDS = ("rate_limited", "server_errors", "timeouts", "expired", "dropped", "truncated", "malformed")
+
+
 @dataclass
 class Faults:
-    """Injected misbehaviour; counters count down per matching request."""
+    """Injected misbehaviour. Each counter counts down per request under `fault_path_prefix` (one
+    fault per request, in `FAULT_KINDS` order), once `after` such requests have passed untouched."""
 
     rate_limited: int = 0
     retry_after: str | None = "0"
     server_errors: int = 0
     server_error_status: int = 500
+    timeouts: int = 0  # answer only after `timeout_seconds` (the client should give up first)
+    timeout_seconds: float = 2.0
+    expired: int = 0  # the access token expires just before this request
+    dropped: int = 0  # handled, then the connection drops after the headers (reset mid-response)
+    truncated: int = 0  # a body cut off halfway, framed as complete
+    malformed: int = 0  # a body that is not JSON
+    lost_refreshes: int = 0  # the token endpoint rotates the tokens, then the answer is dropped
+    after: int = 0
     fault_path_prefix: str = "/v2/"
     delay_seconds: float = 0.0
     consistency_delay_seconds: float = 0.0  # changes become visible to lists only after this long
-    repeat_cursor: bool = False  # hand back the request's own cursor (a buggy server) to test the hard stop
+    # a buggy server, to test the hard stop: Square hands back the request's own cursor, Clover ignores `offset`
+    repeat_cursor: bool = False
     gates: list[Gate] = field(default_factory=list)
+
+    def take(self, path: str) -> str | None:
+        """The fault this request gets (a `FAULT_KINDS` name), if any; counts it down."""
+        if not path.startswith(self.fault_path_prefix):
+            return None
+        if self.after > 0:
+            self.after -= 1
+            return None
+        for kind in FAULT_KINDS:
+            left = getattr(self, kind)
+            if left > 0:
+                setattr(self, kind, left - 1)
+                return kind
+        return None
+
+    def take_lost_refresh(self) -> bool:
+        if self.lost_refreshes > 0:
+            self.lost_refreshes -= 1
+            return True
+        return False
+
+    def clear(self) -> None:
+        """No more injected faults (gates stay: tests release them)."""
+        for kind in (*FAULT_KINDS, "lost_refreshes", "after"):
+            setattr(self, kind, 0)
+        self.delay_seconds = self.consistency_delay_seconds = 0.0
+        self.repeat_cursor = False
 
     async def hold_at_gates(self, path: str, method: str) -> None:
         """Hold a request at every matching gate past its `after` count until the test releases it (<= 120 s)."""
@@ -332,6 +396,15 @@ class FakeSquare:
     def revoke_token(self) -> None:
         self.token_revoked = True
 
+    def authorize(self) -> tuple[str, str]:
+        """The merchant authorizes the app again (OAuth code flow): a fresh (access, refresh) pair;
+        the previous pair stops working."""
+        with self._lock:
+            self.access_token = f"fake-square-access-{uuid.uuid4().hex}"
+            self.refresh_token = f"fake-square-refresh-{uuid.uuid4().hex}"
+            self.token_expired = self.token_revoked = False
+            return self.access_token, self.refresh_token
+
     def gate(self, path_prefix: str, *, after: int = 0, method: str | None = None) -> Gate:
         """Hold requests to `path_prefix` once `after` have passed, until the gate is released."""
         g = Gate(path_prefix, after, method)
@@ -386,24 +459,29 @@ class FakeSquare:
             await f.hold_at_gates(path, request.method)
             if f.delay_seconds:
                 await asyncio.sleep(f.delay_seconds)
-            if path.startswith(f.fault_path_prefix):
-                if f.rate_limited > 0:
-                    f.rate_limited -= 1
-                    hdr = {"Retry-After": f.retry_after} if f.retry_after is not None else None
-                    return square_error(429, "RATE_LIMITED", "Rate limit exceeded.", headers=hdr)
-                if f.server_errors > 0:
-                    f.server_errors -= 1
-                    return square_error(f.server_error_status, "INTERNAL_SERVER_ERROR" if
-                                        f.server_error_status == 500 else "SERVICE_UNAVAILABLE", "Injected failure.")
+            kind = f.take(path)
+            if kind == "rate_limited":
+                hdr = {"Retry-After": f.retry_after} if f.retry_after is not None else None
+                return square_error(429, "RATE_LIMITED", "Rate limit exceeded.", headers=hdr)
+            if kind == "server_errors":
+                return square_error(f.server_error_status, "INTERNAL_SERVER_ERROR" if
+                                    f.server_error_status == 500 else "SERVICE_UNAVAILABLE", "Injected failure.")
+            if kind == "timeouts":
+                await asyncio.sleep(f.timeout_seconds)
+            if kind == "expired":
+                self.token_expired = True
             if auth:
                 problem = self._check_auth(request.headers.get("authorization", ""))
                 if problem is not None:
                     return problem
             try:
                 with self._lock:
-                    return await handler(request)
+                    response = await handler(request)
             except _BadRequest as exc:
                 return square_error(400, exc.code, exc.detail, field_name=exc.field)
+            if not auth and response.status_code == 200 and f.take_lost_refresh():
+                kind = "dropped"  # the rotation happened; its answer never arrives
+            return mangle(kind, response) if kind else response
 
         return endpoint
 
