@@ -299,7 +299,7 @@ def transactions_from_daily(daily: pd.DataFrame, *, start: datetime, end: dateti
     d = d[(d["day"] >= pd.Timestamp(start)) & (d["day"] < pd.Timestamp(end))]
     if d.empty:
         return pd.DataFrame(columns=cols)
-    d = d.assign(bucket=d["day"].dt.to_period({"day": "D", "week": "W-SUN", "month": "M"}[freq]).dt.start_time,
+    d = d.assign(bucket=d["day"].dt.to_period(_PERIOD[freq]).dt.start_time,
                  group=d["tenant"] if by == "tenant" else d["provider"] if by == "provider" else "all")
     out = d.groupby(["bucket", "group", "currency"], as_index=False)[["transactions", "amount_minor_units"]].sum()
     return out[cols].astype({"transactions": "int64", "amount_minor_units": "int64"})
@@ -471,7 +471,8 @@ def liability_timeline(
 # --- daily rollups: full history per day and tenant, for windows and freqs derived in pandas ---------
 
 ROLLUP_FREQS: tuple[str, ...] = ("day", "week", "month")
-_PANDAS_FREQ = {"day": "D", "week": "W-MON", "month": "MS"}
+_PANDAS_FREQ = {"day": "D", "week": "W-MON", "month": "MS"}  # bucket starts, for date_range
+_PERIOD = {"day": "D", "week": "W-SUN", "month": "M"}  # periods whose start_time is the bucket start
 
 
 def ledger_daily_flows(conn: Connection, *, actor: Actor, tenant_id: uuid.UUID | str | None = None,
@@ -518,26 +519,27 @@ def liability_from_flows(flows: pd.DataFrame, values: pd.DataFrame, *, start: da
     cols = ["bucket", "tenant_id", "net_points", "liability_points", "currency", "liability_minor_units"]
     if flows.empty:
         return pd.DataFrame(columns=cols)
-    days = pd.to_datetime(flows["day"])
-    out = []
-    for tenant, part in flows.assign(day=days).groupby("tenant_id", sort=True):
-        opening = int(part.loc[part["day"] < pd.Timestamp(start), "net_points"].sum())
-        inside = part[(part["day"] >= pd.Timestamp(start)) & (part["day"] < pd.Timestamp(end))]
-        if inside.empty:
-            continue
-        buckets = inside.set_index("day")["net_points"].resample(_PANDAS_FREQ[freq], label="left",
-                                                                 closed="left").sum()
-        frame = pd.DataFrame({"bucket": buckets.index, "tenant_id": tenant, "net_points": buckets.values})
-        frame["liability_points"] = opening + frame["net_points"].cumsum()
-        out.append(frame)
-    if not out:
+    f = flows.assign(day=pd.to_datetime(flows["day"]))
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    opening = f.loc[f["day"] < first].groupby("tenant_id")["net_points"].sum()
+    inside = f[(f["day"] >= first) & (f["day"] < last)]
+    if inside.empty:
         return pd.DataFrame(columns=cols)
-    df = pd.concat(out, ignore_index=True)
+    inside = inside.assign(bucket=inside["day"].dt.to_period(_PERIOD[freq]).dt.start_time)
+    sums = inside.groupby(["tenant_id", "bucket"], sort=True)["net_points"].sum()
+    # every bucket from a tenant's first to its last, quiet ones at 0 (the line must not skip them)
+    span = sums.reset_index().groupby("tenant_id")["bucket"].agg(["min", "max"])
+    grid = pd.MultiIndex.from_product(
+        [span.index, pd.date_range(span["min"].min(), span["max"].max(), freq=_PANDAS_FREQ[freq])],
+        names=["tenant_id", "bucket"])
+    df = sums.reindex(grid, fill_value=0).reset_index().merge(span, left_on="tenant_id", right_index=True)
+    df = df[(df["bucket"] >= df["min"]) & (df["bucket"] <= df["max"])].reset_index(drop=True)
+    df["liability_points"] = (df["tenant_id"].map(opening).fillna(0).astype("int64")
+                              + df.groupby("tenant_id")["net_points"].cumsum())
     vals = values[["tenant_id", "point_value_minor_units", "currency"]] if len(values) else values
     df = df.merge(vals, on="tenant_id", how="left") if len(vals) else df.assign(point_value_minor_units=1,
                                                                                 currency="USD")
-    pv = df["point_value_minor_units"].fillna(1)
-    df["liability_minor_units"] = [int(p * v) for p, v in zip(df["liability_points"], pv, strict=True)]
+    df["liability_minor_units"] = df["liability_points"] * df["point_value_minor_units"].fillna(1).astype("int64")
     df = df.astype({"net_points": "int64", "liability_points": "int64"})
     return df[cols].reset_index(drop=True)
 
@@ -576,7 +578,7 @@ def rewards_from_daily(daily: pd.DataFrame, *, start: datetime, end: datetime, f
     d = d[(d["day"] >= pd.Timestamp(start)) & (d["day"] < pd.Timestamp(end))]
     if d.empty:
         return pd.DataFrame(columns=cols)
-    d = d.assign(bucket=d["day"].dt.to_period({"day": "D", "week": "W-SUN", "month": "M"}[freq]).dt.start_time)
+    d = d.assign(bucket=d["day"].dt.to_period(_PERIOD[freq]).dt.start_time)
     out = (d.assign(rule_version=d["rule_version"].astype("Int64").fillna(-1))
            .groupby(["bucket", "tenant_id", "rule_version"], as_index=False)[["earned", "redeemed", "reversed"]].sum())
     out["rule_version"] = out["rule_version"].astype("Int64").mask(out["rule_version"] == -1)

@@ -6,7 +6,8 @@ names and defaults (a test keeps them in step).
 
 from __future__ import annotations
 
-from functools import cached_property
+import os
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -140,6 +141,23 @@ def local_env_file(home: Path) -> Path:
     The environment always wins over this file, so production configuration never depends on it.
     """
     return home / LOCAL_ENV_FILE
+
+
+_ENV_PREFIXES = ("SALESARCK_", "DATABASE_URL", "DIRECT_DATABASE_URL", "SQUARE_", "CLOVER_")
+
+
+def current_settings() -> Settings:
+    """`load_settings()` memoized on the environment, for a long-lived process (the app) that needs the
+    settings on every page run: reading them costs about a millisecond each time, which 20 concurrent
+    sessions feel. A change to any setting's variable is seen at once; the local env file is read once
+    per distinct environment."""
+    env = tuple(sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith(_ENV_PREFIXES)))
+    return _settings_for(env)
+
+
+@lru_cache(maxsize=16)
+def _settings_for(env: tuple[tuple[str, str], ...]) -> Settings:
+    return load_settings()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,7 +13,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from salesarck.authz import Actor, Permission, load_actor
-from salesarck.config import load_settings
+from salesarck.config import current_settings
 from salesarck.errors import PermissionDenied, ValidationError
 
 
@@ -48,7 +48,7 @@ def current_identity() -> Identity | None:
             return None
         email = st.user.get("email")
         return Identity(str(email or ""), "oidc")
-    return Identity(load_settings().local_user, "local")
+    return Identity(current_settings().local_user, "local")
 
 
 REFUSALS = {

@@ -214,13 +214,13 @@ def rule_config_from_form(*, conversion_rate: str, min_spend_minor_units: int, m
 def add_connection(actor: Actor, *, tenant_id: uuid.UUID, provider: str, merchant_id: str, access_token: str,
                    refresh_token: str | None, expires_at: datetime | None) -> Any:
     """Store a POS connection; the tokens go straight into encryption and are never shown again."""
-    from salesarck.config import load_settings
+    from salesarck.config import current_settings
     from salesarck.crypto import KeyRing
     from salesarck.pos.connections import add_connection as add
 
     info = add(get_engine(), actor=actor, tenant_id=tenant_id, provider=provider, merchant_id=merchant_id,
                access_token=SecretStr(access_token), refresh_token=SecretStr(refresh_token) if refresh_token else None,
-               expires_at=expires_at, keyring=KeyRing.from_settings(load_settings()))
+               expires_at=expires_at, keyring=KeyRing.from_settings(current_settings()))
     invalidate()
     return info
 
@@ -311,7 +311,7 @@ def dead_letters(actor: Actor, *, limit: int = 200) -> pd.DataFrame | None:
 
 def replay_webhooks(actor: Actor, *, event_ids: list[uuid.UUID], since: datetime) -> dict[str, Any]:
     """Re-verify and re-process the chosen events (dead letters); posting is idempotent."""
-    from salesarck.config import load_settings
+    from salesarck.config import current_settings
 
     proc = webhook_processor()
     if proc is None:
@@ -320,7 +320,7 @@ def replay_webhooks(actor: Actor, *, event_ids: list[uuid.UUID], since: datetime
     if not event_ids:
         raise ValidationError("pick at least one event to replay")
     try:
-        out = proc.replay(get_engine(), actor=actor, since=since, settings=load_settings(), event_ids=event_ids)
+        out = proc.replay(get_engine(), actor=actor, since=since, settings=current_settings(), event_ids=event_ids)
     finally:
         invalidate()
     return dict(out.as_dict())
@@ -328,13 +328,13 @@ def replay_webhooks(actor: Actor, *, event_ids: list[uuid.UUID], since: datetime
 
 def tieout(actor: Actor, *, connection_id: Any, start: Any, end: Any) -> Any:
     """POS tie-out for a window: the provider's payments vs stored transactions (read-only)."""
-    from salesarck.config import load_settings
+    from salesarck.config import current_settings
 
     tie = module("salesarck.reconcile.tieout")
     if tie is None:
         raise ValidationError("the POS tie-out is not installed in this build")
     return tie.pos_tieout(get_engine(), actor=actor, connection_id=connection_id, start=start, end=end,
-                          settings=load_settings())
+                          settings=current_settings())
 
 
 # --- wallet tables (row-level reads from salesarck.frames, the notebooks' typed readers) -------------

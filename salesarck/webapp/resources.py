@@ -12,14 +12,14 @@ from sqlalchemy.engine import Engine
 
 from salesarck import analytics
 from salesarck.authz import Actor
-from salesarck.config import load_settings
+from salesarck.config import current_settings
 
 DATA_TTL_SECONDS = 60  # numbers on screen are at most a minute old; actions clear the cache at once
 
 
 def db_key() -> str:
     """A stable, secret-free key for the configured database (cache keys never hold a password)."""
-    settings = load_settings()
+    settings = current_settings()
     url = settings.runtime_url
     raw = url.render_as_string(hide_password=False) if url is not None else f"embedded:{settings.home}"
     raw += f"|role={settings.runtime_role or ''}"  # another role is another engine
@@ -30,7 +30,7 @@ def db_key() -> str:
 def _engine(key: str) -> Engine:
     from salesarck.db.session import open_engine
 
-    return open_engine(load_settings())
+    return open_engine(current_settings())
 
 
 def get_engine() -> Engine:
