@@ -20,6 +20,7 @@ from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.pos.webhooks.store import build_square_event, store_events
 from salesarck.rewards.posting import post_payments, post_refunds
 from tests.factories import make_rule, make_tenant, make_user
+from tests.test_reliability_kill import _zero_findings
 from tests.test_rewards_posting import check_invariants, pay, refund
 from tests.webhook_support import NOTIFICATION_URL, SIGNATURE_KEY, provider_env
 
@@ -61,6 +62,7 @@ def test_multi_batch_transactions_in_parallel_do_not_deadlock(engine: Engine) ->
         refunds_n = conn.execute(sa.text("select count(*) from transaction_refunds")).scalar()
     assert dup == 0
     assert refunds_n == 2 * n  # every payment was refunded by some thread (k % 4 covers all residues)
+    _zero_findings(engine)
 
 
 def test_eight_processors_on_one_backlog_no_deadlock(engine: Engine) -> None:
@@ -92,12 +94,12 @@ def test_eight_processors_on_one_backlog_no_deadlock(engine: Engine) -> None:
                                 ).scalar() == 0
             assert conn.execute(sa.text("select count(*) from transactions")).scalar() == 12
             check_invariants(conn)
+        _zero_findings(engine)
 
 
 def test_eight_parallel_syncs_over_the_same_connections(engine: Engine) -> None:
     from salesarck.pos.sync import sync_connection
     from salesarck.pos.sync_runs import SyncAlreadyRunning
-    from salesarck.reconcile import reconcile
 
     with provider_env(engine, receiver=False, square_payments=60, clover_payments=40) as env:
         conns = [env.square_connection, env.clover_connection]
@@ -129,5 +131,4 @@ def test_eight_parallel_syncs_over_the_same_connections(engine: Engine) -> None:
             check_invariants(conn)
         assert dup == 0 and running == 0
         assert square_tx == len(env.square.payment_ids(status="COMPLETED"))
-        report = reconcile(engine)
-        assert report.drift.empty and report.findings.empty
+        _zero_findings(engine)

@@ -25,7 +25,7 @@ from salesarck.pos.webhooks import processor
 from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.timeutil import utcnow
 from tests.conftest import Databases
-from tests.test_reliability_kill import _backlog, _timeless
+from tests.test_reliability_kill import _backlog, _timeless, _zero_findings
 from tests.test_sync_support import build_world, db_state, fast_client_factory
 from tests.webhook_support import provider_env, state
 
@@ -106,6 +106,7 @@ def test_postgres_restart_mid_sync_then_next_sync_completes(databases: Databases
             assert sync_connection(engine, w.connection.id, actor=None, settings=w.settings,
                                    client_factory=fast_client_factory()).ok
             assert db_state(engine) == reference
+            _zero_findings(engine)
         finally:
             engine.dispose()
 
@@ -170,4 +171,5 @@ def test_postgres_restart_mid_webhook_processing_then_next_run_completes(databas
             assert conn.execute(sa.text("select count(*) from pos_webhook_events_raw where not processed")
                                 ).scalar() == 0
         assert _timeless(state(engine)) == reference
+        _zero_findings(engine)
     engine.dispose()

@@ -1,7 +1,7 @@
 """Property tests: random sequences of accruals, refunds, voids, redemptions, adjustments and freezes,
 some concurrent on one wallet. After every step: snapshot == ledger, the event table's invariant,
 no ledger row <= 0; replaying every input in any order changes nothing; every payment ends at
-exactly its target."""
+exactly its target; a full reconciliation finds nothing."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from salesarck.rewards.posting import post_payments, post_refunds
 from salesarck.rewards.redemption import redeem
 from salesarck.rewards.rules import RuleConfig, points_for
 from tests.factories import make_admin, make_rule, make_tenant, make_user, make_wallet
+from tests.test_reliability_kill import _zero_findings
 from tests.test_rewards_posting import check_invariants
 
 RULE = {"conversionRate": 1.3, "roundingPolicy": "round", "maxPointsPerTransaction": 400, "minSpendMinorUnits": 150,
@@ -209,5 +210,6 @@ def test_random_sequences_keep_the_books(engine: Engine) -> None:
             else:
                 expected = points_for(max(p.amount - refunded, 0), "USD", CFG)
             assert net[pid] == expected, (pid, p)
+        _zero_findings(engine)  # a full reconciliation (every example so far) finds nothing
 
     run()

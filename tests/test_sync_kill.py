@@ -24,6 +24,7 @@ from salesarck.pos.fake.server import ThreadServer
 from salesarck.pos.fake.square import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeSquare
 from salesarck.pos.sync import sync_connection
 from tests.conftest import Databases
+from tests.test_reliability_kill import _zero_findings
 from tests.test_sync_support import World, build_world, db_state, fast_client_factory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +97,4 @@ def test_kill_mid_sync_then_rerun_equals_uninterrupted(engine: Engine, shared_fa
     with engine.connect() as conn:
         runs = sorted(conn.execute(sa.text("select status from sync_runs")).scalars())
     assert runs == ["abandoned", "succeeded"]
+    _zero_findings(engine)
