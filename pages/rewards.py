@@ -10,7 +10,7 @@ from salesarck.authz import Permission
 from salesarck.webapp import ops
 from salesarck.webapp.context import page_actor
 from salesarck.webapp.errors import friendly
-from salesarck.webapp.resources import query
+from salesarck.webapp.resources import memo, query
 from salesarck.webapp.rollups import rollup
 from salesarck.webapp.ui import empty_state, tenant_picker, window_picker
 
@@ -24,7 +24,8 @@ with friendly():
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id)
     rules = query(actor, analytics.rule_versions, tenant_id=tenant_id)
     daily, as_of = rollup(actor, analytics.reward_daily, tenant_id=tenant_id, tz=tz)
-    df = analytics.rewards_from_daily(daily, start=start, end=end, freq=freq)
+    view = ("rewards", tenant_id, tz, as_of, start, end, freq)
+    df = memo(actor, view, lambda: analytics.rewards_from_daily(daily, start=start, end=end, freq=freq))
     st.caption(f"Days are {tz} days. Rewards and liability as of {as_of:%H:%M} UTC (refreshed every few minutes).")
     if df.empty:
         empty_state("No reward activity in this window. Widen the dates, or post transactions by syncing.")
@@ -34,16 +35,22 @@ with friendly():
         c[1].metric("Redeemed", f"{int(df['redeemed'].sum()):,} pts")
         c[2].metric("Reversed (refunds, voids)", f"{int(df['reversed'].sum()):,} pts")
     changes = rules.assign(effective_local=pd.to_datetime(rules["effective_from"])) if not rules.empty else rules
-    st.plotly_chart(charts.rewards_chart(df, tz=tz, rule_changes=changes, freq=freq), width="stretch")
-    st.plotly_chart(charts.rewards_by_rule_chart(df, tz=tz, freq=freq), width="stretch")
+    marks = tuple(changes[["rule_id", "effective_local"]].itertuples(index=False)) if not rules.empty else ()
+    st.plotly_chart(memo(actor, (*view, "chart", marks),
+                         lambda: charts.rewards_chart(df, tz=tz, rule_changes=changes, freq=freq)), width="stretch")
+    st.plotly_chart(memo(actor, (*view, "by_rule"), lambda: charts.rewards_by_rule_chart(df, tz=tz, freq=freq)),
+                    width="stretch")
 
 st.subheader("Liability over time")
 with friendly():
-    flows, _ = rollup(actor, analytics.ledger_daily_flows, tenant_id=tenant_id, tz=tz)
+    flows, flows_as_of = rollup(actor, analytics.ledger_daily_flows, tenant_id=tenant_id, tz=tz)
     values = query(actor, analytics.point_values, tenant_id=tenant_id)
-    lia = analytics.liability_from_flows(flows, values, start=start, end=end, freq=freq)
+    lia_view = ("liability", tenant_id, tz, flows_as_of, start, end, freq, tuple(values.itertuples(index=False)))
+    lia = memo(actor, lia_view, lambda: analytics.liability_from_flows(flows, values, start=start, end=end, freq=freq))
     unit = st.radio("Unit", ["points", "money"], horizontal=True, key="rw_unit")
-    st.plotly_chart(charts.liability_chart(lia, tz=tz, money=unit == "money", freq=freq), width="stretch")
+    st.plotly_chart(memo(actor, (*lia_view, unit),
+                         lambda: charts.liability_chart(lia, tz=tz, money=unit == "money", freq=freq)),
+                    width="stretch")
     st.caption("Money = points × the tenant's `pointValueMinorUnits` (active rule; default 1 minor unit).")
 
 st.subheader("Rule versions")

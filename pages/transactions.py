@@ -8,7 +8,7 @@ from salesarck import analytics, charts
 from salesarck.authz import Permission
 from salesarck.webapp.context import page_actor
 from salesarck.webapp.errors import friendly
-from salesarck.webapp.resources import query
+from salesarck.webapp.resources import memo, query
 from salesarck.webapp.rollups import rollup
 from salesarck.webapp.ui import empty_state, fmt_money, page_number, pager, tenant_picker, window_picker
 
@@ -27,9 +27,12 @@ with friendly():
     tz = query(actor, analytics.display_timezone, tenant_id=tenant_id, permission=Permission.VIEW_TRANSACTIONS)
     if freq in analytics.ROLLUP_FREQS and by != "location":  # from the warm daily rollup
         daily, as_of = rollup(actor, analytics.transaction_daily, tenant_id=tenant_id, tz=tz)
-        df = analytics.transactions_from_daily(daily, start=start, end=end, freq=freq, by=by)
+        view: tuple[object, ...] | None = ("transactions", tenant_id, tz, as_of, start, end, freq, by)
+        df = memo(actor, view, lambda: analytics.transactions_from_daily(daily, start=start, end=end, freq=freq,
+                                                                          by=by))
         st.caption(f"As of {as_of:%H:%M} UTC (refreshed every few minutes).")
     else:
+        view = None
         df = query(actor, analytics.transactions_timeline, freq=freq, start=start, end=end, tenant_id=tenant_id,
                    by=by, tz=tz)
     if df.empty:
@@ -40,7 +43,10 @@ with friendly():
         cols[0].metric("Transactions", f"{int(totals['transactions'].sum()):,}")
         for i, (cur, row) in enumerate(totals.iterrows(), start=1):
             cols[i].metric(f"Amount ({cur})", fmt_money(int(row["amount_minor_units"]), str(cur)))
-        st.plotly_chart(charts.transactions_chart(df, tz=tz, metric=metric, freq=freq), width="stretch")
+        def chart() -> object:
+            return charts.transactions_chart(df, tz=tz, metric=metric, freq=freq)
+
+        st.plotly_chart(memo(actor, (*view, metric), chart) if view else chart(), width="stretch")
         st.caption(f"Buckets are {freq}s in {tz}; amounts are in each currency's major units.")
 
     st.subheader("Drill down")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 from sqlalchemy.engine import Engine
@@ -71,6 +73,34 @@ def query(actor: Actor, fn: Callable[..., Any], **params: Any) -> Any:
     return _cached(db_key(), actor_key(actor), fn.__name__, tuple(sorted(params.items())))
 
 
+T = TypeVar("T")
+MEMO_ENTRIES = 256
+_memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def memo(actor: Actor, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """Frames and figures derived from warm rollups, shared by every session of this process.
+
+    Reshaping a rollup and building its plotly figure is most of a page run's CPU, and every session's
+    script shares one interpreter; with 20 sessions on the same filters this is done once. `key` must
+    name all the result depends on (the rollup's `as_of`, the filters); the database and the actor's
+    scope are added here. Callers must not mutate what they get back."""
+    full = (db_key(), actor_key(actor), *key)
+    with _memo_lock:
+        if full in _memo:
+            _memo.move_to_end(full)
+            return _memo[full]  # type: ignore[no-any-return]
+    value = compute()
+    with _memo_lock:
+        _memo[full] = value
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)
+    return value
+
+
 def invalidate() -> None:
     """Forget cached reads after an action changed data, so the next render shows it."""
     _cached.clear()
+    with _memo_lock:
+        _memo.clear()
