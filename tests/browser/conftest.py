@@ -79,8 +79,8 @@ def stop_app(server: AppServer) -> None:
             os.killpg(server.proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not session: sync Playwright keeps an event loop running in the main
+def browser() -> Iterator[Any]:  # thread while open, which breaks every later asyncio.run() in the suite
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is missing: apt-get install -y chromium (never `playwright install`)")
     from playwright.sync_api import sync_playwright
