@@ -44,7 +44,6 @@ from salesarck.pos import connections  # noqa: E402
 from salesarck.pos.fake.server import ThreadServer, free_port, wait_for_port  # noqa: E402
 from salesarck.pos.fake.square import FakeSquare, sign_webhook  # noqa: E402
 from salesarck.pos.webhooks import processor  # noqa: E402
-from salesarck.pos.webhooks.fetch import ProviderFetcher  # noqa: E402
 
 DB_NAME = "salesarck_bench_webhooks"
 KEY = "bench-signature-key-" + uuid.uuid4().hex
@@ -181,11 +180,9 @@ def main() -> None:
         # keep a copy of the backlog for the posting-only run
         with engine.begin() as conn:
             conn.execute(sa.text("create table bench_backlog as select * from pos_webhook_events_raw"))
-        fetcher = ProviderFetcher(engine, settings)
         started = time.perf_counter()
-        res = processor.process_pending(engine, fetcher=fetcher, batch_size=500)
+        res = processor.process_now(engine, actor=None, settings=settings, batch_size=500)
         took = time.perf_counter() - started
-        fetcher.close()
         results["processed_enriched_per_s"] = round(res.processed / took, 1)
         results["processed_enriched"] = res.as_dict()
         results["fake_square_requests"] = fake.stats["requests"]

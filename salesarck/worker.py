@@ -221,16 +221,14 @@ class Worker:
 
     # --- webhooks ----------------------------------------------------------------------------
     def _process_webhooks(self) -> None:
-        fetcher = ProviderFetcher(self.engine, self.settings)
         try:
-            result = processor.process_pending(self.engine, limit=self.max_events_per_loop,
-                                               batch_size=self.batch_size, fetcher=fetcher,
-                                               should_stop=lambda: self.stopping)
+            with ProviderFetcher(self.engine, self.settings) as fetcher:
+                result = processor.process_pending(self.engine, limit=self.max_events_per_loop,
+                                                   batch_size=self.batch_size, fetcher=fetcher,
+                                                   should_stop=lambda: self.stopping)
         except SalesarckError as exc:
             self.stats.last_error = str(exc)[:MAX_ERROR_CHARS]
             return
-        finally:
-            fetcher.close()
         self.stats.events_processed += result.processed
         self.stats.events_failed += result.failed
         if result.errors:

@@ -53,16 +53,10 @@ def webhooks_serve(ctx: CliContext, host: str, port: int, workers: int) -> None:
 @pass_ctx
 def webhooks_process(ctx: CliContext, limit: int | None, batch_size: int, provider: str | None) -> None:
     """Process stored events in order: fetch what they name, post, mark processed."""
-    from salesarck.pos.webhooks.fetch import ProviderFetcher
-    from salesarck.pos.webhooks.processor import process_pending
+    from salesarck.pos.webhooks.processor import process_now
 
-    actor = ctx.actor()
-    fetcher = ProviderFetcher(ctx.engine, ctx.settings)
-    try:
-        result = process_pending(ctx.engine, limit=limit, batch_size=batch_size, fetcher=fetcher, actor=actor,
-                                 provider=provider)
-    finally:
-        fetcher.close()
+    result = process_now(ctx.engine, actor=ctx.actor(), settings=ctx.settings, limit=limit, batch_size=batch_size,
+                         provider=provider)
     emit_object(result.as_dict(), ctx.fmt)
     for err in result.errors[:10]:
         click.echo(f"failed: {err}", err=True)
@@ -74,16 +68,10 @@ def webhooks_process(ctx: CliContext, limit: int | None, batch_size: int, provid
 @pass_ctx
 def webhooks_replay(ctx: CliContext, since: str, provider: str | None) -> None:
     """Re-verify stored Square signatures from the stored bytes and re-process events (idempotent)."""
-    from salesarck.pos.webhooks.fetch import ProviderFetcher
-    from salesarck.pos.webhooks.processor import replay
+    from salesarck.pos.webhooks.processor import replay_now
 
-    actor = ctx.actor()
-    fetcher = ProviderFetcher(ctx.engine, ctx.settings)
-    try:
-        out = replay(ctx.engine, actor=actor, since=parse_time(since), provider=provider, settings=ctx.settings,
-                     fetcher=fetcher)
-    finally:
-        fetcher.close()
+    out = replay_now(ctx.engine, actor=ctx.actor(), settings=ctx.settings, since=parse_time(since),
+                     provider=provider)
     emit_object(out.as_dict(), ctx.fmt)
     for event_id in out.verify_failed[:20]:
         click.echo(f"signature does not verify: event {event_id} (left as it was)", err=True)
@@ -125,15 +113,9 @@ def webhooks_list(ctx: CliContext, state: str, limit: int) -> None:
 @pass_ctx
 def webhooks_retry(ctx: CliContext, event_id: str) -> None:
     """Give one dead-lettered or failing event a fresh start and process it now."""
-    from salesarck.pos.webhooks.fetch import ProviderFetcher
-    from salesarck.pos.webhooks.processor import retry_dead_letter
+    from salesarck.pos.webhooks.processor import retry_now
 
-    fetcher = ProviderFetcher(ctx.engine, ctx.settings)
-    try:
-        result = retry_dead_letter(ctx.engine, actor=ctx.actor(), event_id=_uuid(event_id, "EVENT_ID"),
-                                   fetcher=fetcher)
-    finally:
-        fetcher.close()
+    result = retry_now(ctx.engine, actor=ctx.actor(), settings=ctx.settings, event_id=_uuid(event_id, "EVENT_ID"))
     emit_object(result.as_dict(), ctx.fmt)
     for err in result.errors[:10]:
         click.echo(f"failed: {err}", err=True)

@@ -163,6 +163,12 @@ class ProviderFetcher:
             out.setdefault(rec.provider_payment_id, "the payment could not be enriched")
         return out
 
+    def __enter__(self) -> ProviderFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for s in [*self._clover.values(), *self._square.values()]:
             s.close()

@@ -623,16 +623,14 @@ def next_due_in(engine: Engine, *, now: datetime | None = None) -> timedelta | N
 # --- for the app's buttons: the same operations with their provider fetcher managed -------------
 
 
-def process_now(engine: Engine, *, actor: Actor | None, settings: Settings, limit: int | None = None
-                ) -> BatchResult:
+def process_now(engine: Engine, *, actor: Actor | None, settings: Settings, limit: int | None = None,
+                batch_size: int = DEFAULT_BATCH, provider: str | None = None) -> BatchResult:
     """"Process now": everything due (or `limit` events), fetching with the connections' tokens."""
     from salesarck.pos.webhooks.fetch import ProviderFetcher
 
-    fetcher = ProviderFetcher(engine, settings)
-    try:
-        return process_pending(engine, limit=limit, fetcher=fetcher, actor=actor)
-    finally:
-        fetcher.close()
+    with ProviderFetcher(engine, settings) as fetcher:
+        return process_pending(engine, limit=limit, batch_size=batch_size, fetcher=fetcher, actor=actor,
+                               provider=provider)
 
 
 def replay_now(engine: Engine, *, actor: Actor, settings: Settings, since: datetime, provider: str | None = None,
@@ -640,20 +638,14 @@ def replay_now(engine: Engine, *, actor: Actor, settings: Settings, since: datet
     """"Replay": `replay` with its fetcher managed."""
     from salesarck.pos.webhooks.fetch import ProviderFetcher
 
-    fetcher = ProviderFetcher(engine, settings)
-    try:
+    with ProviderFetcher(engine, settings) as fetcher:
         return replay(engine, actor=actor, since=since, provider=provider, settings=settings, fetcher=fetcher,
                       event_ids=event_ids)
-    finally:
-        fetcher.close()
 
 
 def retry_now(engine: Engine, *, actor: Actor, settings: Settings, event_id: uuid.UUID) -> BatchResult:
     """"Retry" of one dead letter: `retry_dead_letter` with its fetcher managed."""
     from salesarck.pos.webhooks.fetch import ProviderFetcher
 
-    fetcher = ProviderFetcher(engine, settings)
-    try:
+    with ProviderFetcher(engine, settings) as fetcher:
         return retry_dead_letter(engine, actor=actor, event_id=event_id, fetcher=fetcher)
-    finally:
-        fetcher.close()
