@@ -9,20 +9,17 @@ import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from salesarck.pos.fake.square import sign_webhook
-from salesarck.pos.webhooks import processor
-from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.pos.webhooks.store import build_square_event, store_events
 from salesarck.rewards.posting import post_payments, post_refunds
 from tests.factories import make_rule, make_tenant, make_user
 from tests.test_reliability_kill import _zero_findings
 from tests.test_rewards_posting import check_invariants, pay, refund
-from tests.webhook_support import NOTIFICATION_URL, SIGNATURE_KEY, provider_env
+from tests.webhook_support import NOTIFICATION_URL, SIGNATURE_KEY, process_in_parallel, provider_env
 
 
 def test_multi_batch_transactions_in_parallel_do_not_deadlock(engine: Engine) -> None:
@@ -75,18 +72,7 @@ def test_eight_processors_on_one_backlog_no_deadlock(engine: Engine) -> None:
                 events.append(build_square_event(tenant_id=env.square_tenant, payload=ev, raw_body=raw,
                                                  signature=sign_webhook(SIGNATURE_KEY, NOTIFICATION_URL, raw)))
         assert store_events(engine, events).stored == 36
-        start = threading.Barrier(8)
-
-        def run(_: int) -> Any:
-            fetcher = ProviderFetcher(engine, env.settings)
-            start.wait()
-            try:
-                return processor.process_pending(engine, batch_size=4, fetcher=fetcher)
-            finally:
-                fetcher.close()
-
-        with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(run, range(8)))
+        results = process_in_parallel(engine, env.settings, workers=8, batch_size=4)
         assert [e for r in results for e in r.errors] == []  # no deadlock, no other failure
         assert sum(r.processed for r in results) == 36  # each event handled exactly once
         with engine.connect() as conn:

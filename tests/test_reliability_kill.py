@@ -32,7 +32,6 @@ from salesarck.pos.fake.clover import FakeClover
 from salesarck.pos.fake.server import ThreadServer
 from salesarck.pos.fake.square import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeSquare, sign_webhook
 from salesarck.pos.webhooks import processor
-from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.pos.webhooks.store import build_square_event, store_events
 from salesarck.reconcile import reconcile
 from tests.conftest import Databases
@@ -183,11 +182,7 @@ def test_kill_webhook_processor_then_rerun_equals_uninterrupted(databases: Datab
     try:
         with provider_env(ref, receiver=False, square_payments=60, clover_payments=5) as env:
             stored = _backlog(env, 50)
-            fetcher = ProviderFetcher(ref, env.settings)
-            try:
-                done = processor.process_pending(ref, fetcher=fetcher, batch_size=2)
-            finally:
-                fetcher.close()
+            done = processor.process_now(ref, actor=None, settings=env.settings, batch_size=2)
             assert done.processed == stored and done.failed == 0
             reference = state(ref)
     finally:

@@ -118,11 +118,7 @@ def test_postgres_restart_mid_webhook_processing_then_next_run_completes(databas
     try:
         with provider_env(ref, receiver=False, square_payments=30, clover_payments=2) as env:
             n = _backlog(env, 20)
-            fetcher = ProviderFetcher(ref, env.settings)
-            try:
-                assert processor.process_pending(ref, fetcher=fetcher, batch_size=3).processed == n
-            finally:
-                fetcher.close()
+            assert processor.process_now(ref, actor=None, settings=env.settings, batch_size=3).processed == n
             reference = _timeless(state(ref))
     finally:
         ref.dispose()
@@ -134,13 +130,10 @@ def test_postgres_restart_mid_webhook_processing_then_next_run_completes(databas
         outcome: list[object] = []
 
         def run() -> None:
-            f = ProviderFetcher(engine, env.settings)
             try:
-                outcome.append(processor.process_pending(engine, fetcher=f, batch_size=3))
+                outcome.append(processor.process_now(engine, actor=None, settings=env.settings, batch_size=3))
             except Exception as exc:  # noqa: BLE001
                 outcome.append(exc)
-            finally:
-                f.close()
 
         t = threading.Thread(target=run)
         t.start()
@@ -161,11 +154,8 @@ def test_postgres_restart_mid_webhook_processing_then_next_run_completes(databas
                 "select count(*) from transactions x where x.user_id is not null and not exists"
                 " (select 1 from reward_events e where e.transaction_id = x.id)")).scalar()
         assert 0 < (done or 0) < n and half == 0  # whole batches committed, the interrupted one not at all
-        fetcher = ProviderFetcher(engine, env.settings)
-        try:
+        with ProviderFetcher(engine, env.settings) as fetcher:
             later = processor.process_pending(engine, fetcher=fetcher, batch_size=3, now=utcnow() + timedelta(hours=2))
-        finally:
-            fetcher.close()
         assert later.failed == 0
         with engine.connect() as conn:
             assert conn.execute(sa.text("select count(*) from pos_webhook_events_raw where not processed")

@@ -22,7 +22,6 @@ from salesarck.pos import connections
 from salesarck.pos.fake.square import sign_webhook
 from salesarck.pos.sync import sync_connection
 from salesarck.pos.webhooks import processor
-from salesarck.pos.webhooks.fetch import ProviderFetcher
 from tests.webhook_support import CLOVER_AUTH, NOTIFICATION_URL, SIGNATURE_KEY, Env, provider_env
 
 BOGUS_TOKEN = "bogus-access-token-" + uuid.uuid4().hex
@@ -112,11 +111,7 @@ def test_no_secret_leaks_through_a_demo_flow(engine: Engine, env: Env, caplog: p
     assert _post(url, body, {sig: good}) == 200
     assert _post(env.receiver_url + "/webhooks/clover", b'{"merchants": {}}', {"x-clover-auth": "wrong"}) in (
         400, 401, 403)
-    fetcher = ProviderFetcher(engine, env.settings)
-    try:
-        texts.append(repr(processor.process_pending(engine, fetcher=fetcher)))
-    finally:
-        fetcher.close()
+    texts.append(repr(processor.process_now(engine, actor=None, settings=env.settings)))
     # 3. errors with bad tokens: a revoked token, and a connection holding a bogus one
     env.square.revoke_token()
     run_sync(env.square_connection)

@@ -4,7 +4,6 @@ exactly once, whatever the order, the duplicates or the number of processors."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -20,7 +19,15 @@ from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.pos.webhooks.store import build_square_event, store_events
 from salesarck.timeutil import utcnow
 from tests.conftest import Databases
-from tests.webhook_support import CLOVER_AUTH, NOTIFICATION_URL, SIGNATURE_KEY, Env, provider_env, state
+from tests.webhook_support import (
+    CLOVER_AUTH,
+    NOTIFICATION_URL,
+    SIGNATURE_KEY,
+    Env,
+    process_in_parallel,
+    provider_env,
+    state,
+)
 
 
 def _emit_square(env: Env, payment_ids: list[str], event_type: str = "payment.updated") -> None:
@@ -31,11 +38,7 @@ def _emit_square(env: Env, payment_ids: list[str], event_type: str = "payment.up
 
 
 def _process(env: Env) -> processor.BatchResult:
-    fetcher = ProviderFetcher(env.engine, env.settings)
-    try:
-        return processor.process_pending(env.engine, fetcher=fetcher)
-    finally:
-        fetcher.close()
+    return processor.process_now(env.engine, actor=None, settings=env.settings)
 
 
 def _count(engine: Engine, sql: str) -> int:
@@ -124,18 +127,7 @@ def test_racing_processors_handle_each_event_once(engine: Engine) -> None:
                 events.append(build_square_event(tenant_id=env.square_tenant, payload=ev, raw_body=raw,
                                                  signature=sign_webhook(SIGNATURE_KEY, NOTIFICATION_URL, raw)))
         assert store_events(engine, events).stored == 45
-        start = threading.Barrier(4)
-
-        def run() -> processor.BatchResult:
-            fetcher = ProviderFetcher(engine, env.settings)
-            start.wait()
-            try:
-                return processor.process_pending(engine, batch_size=5, fetcher=fetcher)
-            finally:
-                fetcher.close()
-
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda _: run(), range(4)))
+        results = process_in_parallel(engine, env.settings, workers=4, batch_size=5)
         # a posting that lost a deadlock inside the rewards engine (retried in place up to 3 times) stays
         # unprocessed for a backed-off retry; drain those as the next worker loop would
         failed = sum(r.failed for r in results)

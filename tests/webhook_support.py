@@ -3,8 +3,10 @@ connections pointing at them, settings with webhook secrets, and a database-stat
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from salesarck.pos import connections
 from salesarck.pos.fake.clover import FakeClover
 from salesarck.pos.fake.server import ThreadServer
 from salesarck.pos.fake.square import FakeSquare
+from salesarck.pos.webhooks import processor
+from salesarck.pos.webhooks.fetch import ProviderFetcher
 from salesarck.pos.webhooks.receiver import create_app
 from tests.factories import make_admin, make_rule, make_tenant, make_user
 
@@ -108,3 +112,17 @@ def state(engine: Engine) -> dict[str, Any]:
         balances = sorted(tuple(r) for r in conn.execute(sa.text(
             "select u.email, w.points_balance from wallets w join users u on u.id = w.user_id")).all())
     return {"transactions": txns, "points": points, "ledger": tuple(ledger), "balances": balances}
+
+
+def process_in_parallel(engine: Engine, settings: Settings, *, workers: int,
+                        batch_size: int) -> list[processor.BatchResult]:
+    """`workers` processors on one backlog, each with its own fetcher, released together by a barrier."""
+    start = threading.Barrier(workers)
+
+    def run(_: int) -> processor.BatchResult:
+        with ProviderFetcher(engine, settings) as fetcher:
+            start.wait()
+            return processor.process_pending(engine, batch_size=batch_size, fetcher=fetcher)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, range(workers)))
