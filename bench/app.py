@@ -11,29 +11,22 @@ keeps the database for a second run with `--reuse`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
+from benchdb import create_database, drop_database, server_url
 
 from salesarck import analytics
 from salesarck.authz import load_actor
-from salesarck.config import normalize_database_url
 from salesarck.db import migrate
 from salesarck.db.engine import make_engine
 from salesarck.timeutil import utcnow
 
 DB = "salesarck_bench_app"
-
-
-def admin_conn(url: sa.URL) -> psycopg.Connection:
-    return psycopg.connect(url.set(drivername="postgresql", database="postgres").render_as_string(False),
-                           autocommit=True)
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -54,13 +47,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="use the existing bench database as it is")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = ap.parse_args()
-    server = normalize_database_url(os.environ.get("SALESARCK_BENCH_DATABASE_URL",
-                                                   "postgresql://postgres@127.0.0.1:5432/postgres"))
-    url = server.set(database=DB)
-    if not args.reuse:
-        with admin_conn(server) as c:
-            c.execute(f'drop database if exists "{DB}" with (force)')
-            c.execute(f'create database "{DB}"')
+    url = server_url().set(database=DB) if args.reuse else create_database(DB)
     engine = make_engine(url)
     try:
         if not args.reuse:
@@ -148,8 +135,7 @@ def main() -> None:
     finally:
         engine.dispose()
         if not args.keep:
-            with admin_conn(server) as c:
-                c.execute(f'drop database if exists "{DB}" with (force)')
+            drop_database(DB)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from salesarck.config import normalize_database_url  # noqa: E402
+from benchdb import server_url  # noqa: E402
+
 from salesarck.webapp.registry import PAGES  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app  # noqa: E402
 
@@ -148,9 +148,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds one page may take")
     ap.add_argument("--client", choices=["ws", "browser"], default="ws")
     args = ap.parse_args()
-    server = normalize_database_url(os.environ.get("SALESARCK_BENCH_DATABASE_URL",
-                                                   "postgresql://postgres@127.0.0.1:5432/postgres"))
-    url = server.set(database=DB)
+    url = server_url().set(database=DB)
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         tx, ledger, admin = conn.execute(sa.text(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -23,15 +22,15 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchdb import create_database, drop_database  # noqa: E402
+
 from salesarck.authz import load_actor  # noqa: E402
-from salesarck.config import normalize_database_url  # noqa: E402
 from salesarck.db import migrate  # noqa: E402
 from salesarck.db.engine import make_engine  # noqa: E402
 from salesarck.db.models import RewardEvent, RewardRule, Transaction, User, Wallet, WalletLedger  # noqa: E402
@@ -79,19 +78,12 @@ def main() -> None:
     if args.n < 1 or args.naive_sample < 1 or args.customers < 1:
         ap.error("--n, --naive-sample and --customers must be positive")
 
-    server = normalize_database_url(os.environ.get("SALESARCK_BENCH_DATABASE_URL",
-                                                   "postgresql://postgres@127.0.0.1:5432/postgres"))
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB_NAME}" with (force)')
-        c.execute(f'create database "{DB_NAME}"')
-    engine = make_engine(server.set(database=DB_NAME))
+    engine = make_engine(create_database(DB_NAME))
     try:
         results = run(engine, args.n, args.naive_sample, args.customers)
     finally:
         engine.dispose()
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute(f'drop database if exists "{DB_NAME}" with (force)')
+        drop_database(DB_NAME)
     print(json.dumps(results, indent=2))
 
 

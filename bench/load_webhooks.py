@@ -22,13 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 import webhooks as base  # noqa: E402  (bench/webhooks.py)
+from benchdb import drop_database  # noqa: E402
 
 from salesarck.pos.fake.server import ThreadServer, free_port, wait_for_port  # noqa: E402
 from salesarck.pos.fake.square import FakeSquare, sign_webhook  # noqa: E402
@@ -109,12 +108,11 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.senders <= 1000 or not 1 <= args.seconds <= 600:
         ap.error("senders must be 1-1000 and seconds 1-600")
-    server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     fake = FakeSquare(seed=11, payments=500, days=20)
     results: dict[str, object] = {"senders": args.senders, "seconds": args.seconds,
                                   "receiver_workers": args.receiver_workers, "cpus": os.cpu_count()}
     with ThreadServer(fake.app) as sq:
-        engine, _, db_url = base.setup(server, fake, sq.base_url)
+        engine, _, db_url = base.setup(fake, sq.base_url)
         port = free_port()
         env = {**os.environ, "DATABASE_URL": db_url, "SQUARE_WEBHOOK_SIGNATURE_KEY": base.KEY,
                "SQUARE_WEBHOOK_NOTIFICATION_URL": base.NOTIFICATION_URL, "SALESARCK_LOG_LEVEL": "WARNING",
@@ -134,8 +132,7 @@ def main() -> None:
         results["lost"] = max(0, int(str(results["accepted"])) - stored)
         results["load_average_1m"] = os.getloadavg()[0]
     engine.dispose()
-    with psycopg.connect(base._admin_url(server), autocommit=True) as c:
-        c.execute(f'drop database if exists "{base.DB_NAME}" with (force)')
+    drop_database(base.DB_NAME)
     print(json.dumps(results, indent=2))
 
 

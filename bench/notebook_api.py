@@ -11,16 +11,14 @@ ledger (ADBC load into Arrow) and a second one (cached). Peak RSS is reported pe
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
+from benchdb import create_database, drop_database
 
 import salesarck
-from salesarck.config import normalize_database_url
 from salesarck.db import migrate
 from salesarck.db.engine import make_engine
 from salesarck.frames import RowLimitExceeded
@@ -46,12 +44,7 @@ def main() -> None:
     parser.add_argument("--ledger-entries", type=int, default=1_000_000)
     parser.add_argument("--wallets", type=int, default=100_000)
     args = parser.parse_args()
-    server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    admin = normalize_database_url(server).set(drivername="postgresql", database="postgres")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
-        c.execute(f'drop database if exists "{NAME}" with (force)')
-        c.execute(f'create database "{NAME}"')
-    url = normalize_database_url(server).set(database=NAME)
+    url = create_database(NAME)
     try:
         engine = make_engine(url)
         migrate.upgrade(engine)
@@ -83,8 +76,7 @@ def main() -> None:
                 " as ledger from wallet_ledger l join wallets w on w.id = l.wallet_id group by 1"))
             print(first.to_string(index=False))
     finally:
-        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
-            c.execute(f'drop database if exists "{NAME}" with (force)')
+        drop_database(NAME)
 
 
 if __name__ == "__main__":

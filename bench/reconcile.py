@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psycopg
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchdb import create_database, drop_database, server_url  # noqa: E402
+
 from salesarck.authz import load_actor  # noqa: E402
-from salesarck.config import normalize_database_url  # noqa: E402
 from salesarck.db import migrate  # noqa: E402
 from salesarck.db.arrow import export_parquet  # noqa: E402
 from salesarck.db.engine import make_engine  # noqa: E402
@@ -52,16 +52,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument("--reuse", action="store_true", help="reuse an existing bench database (skip generation)")
     args = ap.parse_args()
-    server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     wallets, ledger = int(1_000_000 * args.scale), int(10_000_000 * args.scale)
-    base = normalize_database_url(server)
-    url = base.set(database=DB)
-    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
     results: dict[str, Any] = {"wallets": wallets, "ledger_target": ledger, "cores": os.cpu_count()}
-    if not args.reuse:
-        with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute(f'drop database if exists "{DB}" with (force)')
-            c.execute(f'create database "{DB}"')
+    url = server_url().set(database=DB) if args.reuse else create_database(DB)
     engine = make_engine(url)
     try:
         if not args.reuse:
@@ -138,8 +131,7 @@ def main() -> None:
     finally:
         engine.dispose()
         if not args.keep:
-            with psycopg.connect(admin_dsn, autocommit=True) as c:
-                c.execute(f'drop database if exists "{DB}" with (force)')
+            drop_database(DB)
     print(json.dumps(results, indent=2, default=str))
     flat = {k: v for k, v in results.items() if not isinstance(v, dict)}
     print(pd.Series(flat).to_string(), file=sys.stderr)

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from benchdb import create_database, drop_database  # noqa: E402
 
 from salesarck.authz import load_actor  # noqa: E402
 from salesarck.config import Settings, normalize_database_url  # noqa: E402
@@ -73,10 +73,7 @@ def main() -> None:
         sys.exit("set SALESARCK_TEST_DATABASE_URL (or DATABASE_URL) to a PostgreSQL server")
     server = normalize_database_url(raw)
     name = f"sa_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as c:
-        c.execute(f'create database "{name}"')
-    engine = make_engine(server.set(database=name))
+    engine = make_engine(create_database(name, server))
     try:
         migrate.upgrade(engine)
         # the same deterministic data as the server process builds, for the member list
@@ -148,8 +145,7 @@ def main() -> None:
     finally:
         engine.dispose()
         if not args.keep:
-            with psycopg.connect(admin_dsn, autocommit=True) as c:
-                c.execute(f'drop database if exists "{name}" with (force)')
+            drop_database(name, server)
         else:
             print(f"kept database {name}")
 

@@ -28,15 +28,16 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 import sqlalchemy as sa
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchdb import create_database, drop_database  # noqa: E402
+
 from salesarck.authz import load_actor  # noqa: E402
-from salesarck.config import Settings, normalize_database_url  # noqa: E402
+from salesarck.config import Settings  # noqa: E402
 from salesarck.crypto import KeyRing, generate_key_spec  # noqa: E402
 from salesarck.db import migrate  # noqa: E402
 from salesarck.db.engine import make_engine  # noqa: E402
@@ -52,15 +53,8 @@ RULE = {"conversionRate": 1, "minSpendMinorUnits": 0, "minBalanceToRedeem": 0, "
         "roundingPolicy": "floor"}
 
 
-def _admin_url(server: str) -> str:
-    return normalize_database_url(server).set(drivername="postgresql", database="postgres").render_as_string(False)
-
-
-def setup(server: str, fake: FakeSquare, square_url: str) -> tuple[sa.Engine, Settings, str]:
-    with psycopg.connect(_admin_url(server), autocommit=True) as c:
-        c.execute(f'drop database if exists "{DB_NAME}" with (force)')
-        c.execute(f'create database "{DB_NAME}"')
-    url = normalize_database_url(server).set(database=DB_NAME)
+def setup(fake: FakeSquare, square_url: str) -> tuple[sa.Engine, Settings, str]:
+    url = create_database(DB_NAME)
     engine = make_engine(url)
     migrate.upgrade(engine)
     settings = Settings(encryption_keys=generate_key_spec(), square_base_url=square_url,
@@ -139,12 +133,11 @@ def main() -> None:
     ap.add_argument("--receiver-workers", type=int, default=1, help="uvicorn worker processes of the receiver")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = ap.parse_args()
-    server = os.environ.get("SALESARCK_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     fake = FakeSquare(seed=11, payments=args.payments, days=20)
     results: dict[str, object] = {"events": args.events, "concurrency": args.concurrency,
                                   "receiver_workers": args.receiver_workers, "cpus": os.cpu_count()}
     with ThreadServer(fake.app) as sq:
-        engine, settings, db_url = setup(server, fake, sq.base_url)
+        engine, settings, db_url = setup(fake, sq.base_url)
         port = free_port()
         env = {**os.environ, "DATABASE_URL": db_url, "SQUARE_WEBHOOK_SIGNATURE_KEY": KEY,
                "SQUARE_WEBHOOK_NOTIFICATION_URL": NOTIFICATION_URL, "SALESARCK_LOG_LEVEL": "WARNING",
@@ -198,8 +191,7 @@ def main() -> None:
         results["completed_payments_in_fake"] = len({p for p in fake.payment_ids(status="COMPLETED")})
     engine.dispose()
     if not args.keep:
-        with psycopg.connect(_admin_url(server), autocommit=True) as c:
-            c.execute(f'drop database if exists "{DB_NAME}" with (force)')
+        drop_database(DB_NAME)
     print(json.dumps(results, indent=2))
 
 
